@@ -1,0 +1,55 @@
+"""Prometheus metrics, one registry per app (never the library's global one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """Every metric the gateway exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "agentgw_requests", "Calls by route, model and status.",
+            ["route", "model", "status"], registry=r,
+        )
+        self.tokens = Counter(
+            "agentgw_tokens", "Tokens by kind and model.", ["kind", "model"], registry=r
+        )
+        self.cost = Counter("agentgw_cost_usd", "Metered cost in USD.", ["model"], registry=r)
+        self.duration = Histogram(
+            "agentgw_request_duration_seconds", "Call latency.", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "agentgw_ttft_seconds", "Time to the first streamed chunk.", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.errors = Counter(
+            "agentgw_errors", "Errors by code and provider.", ["code", "provider"], registry=r
+        )
+        self.auth_failures = Counter(
+            "agentgw_auth_failures", "Failed authentications.", registry=r
+        )
+        self.pii_analyses = Counter(
+            "agentgw_pii_analyses", "PII analyzer runs.", registry=r
+        )
+        self.queue_depth = Gauge(
+            "agentgw_write_queue_depth", "Spans waiting to be stored.", registry=r
+        )
+        self.attempts = Counter(
+            "agentgw_upstream_attempts", "Upstream attempts by provider and outcome.",
+            ["provider", "outcome"], registry=r,
+        )
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        self.queue_depth.set_function(lambda: float(depth()))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

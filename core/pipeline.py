@@ -1,0 +1,322 @@
+"""The one path every call takes.
+
+    authenticate → authorize → reserve → request filters → route (failover)
+        → response filters → meter → settle → record
+
+Ingress adapters call `begin` with the request's headers (authentication comes before the body
+is even read), decode the body into an Envelope, then call `complete` or `stream`. Every
+authenticated call ends in exactly one complete span, whether it succeeded or not; `fail`
+records the span of a call that ended before it reached the pipeline proper (a bad body).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from core.access import Authenticator, Principal, authorize_model, authorize_modality, bearer_secret
+from core.envelope import Envelope, StreamChunk, TraceContext, Usage
+from core.errors import AuthenticationFailed, GatewayError
+from core.filtering import Continue, Filter, FilterContext, Reject, Rewrite
+from core.metering import PriceCatalog, estimate_prompt_tokens, estimate_tokens
+from core.metrics import Metrics
+from core.quota import QuotaGate, Reservation
+from core.routing import BoundTarget, Router
+from core.tracing import Span, SpanWriter, trace_context
+
+logger = logging.getLogger("agentgw.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the ingress knows of a request before reading its body."""
+
+    request_id: str
+    route: str
+    headers: Mapping[str, str]
+    client: str | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """One authenticated call in flight."""
+
+    info: CallInfo
+    principal: Principal
+    trace: TraceContext
+    span: Span
+    started: float
+    recorded: bool = False
+    state: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def request_id(self) -> str:
+        return self.info.request_id
+
+
+class Pipeline:
+    """Runs calls through every stage. Built once by `core.app` and shared by all ingresses."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        router: Router,
+        quota: QuotaGate,
+        filters: Sequence[Filter],
+        prices: PriceCatalog,
+        spans: SpanWriter,
+        metrics: Metrics,
+    ) -> None:
+        self.router = router
+        self._auth = authenticator
+        self._quota = quota
+        self._filters = tuple(filters)
+        self._prices = prices
+        self._spans = spans
+        self._metrics = metrics
+
+    async def begin(self, info: CallInfo) -> Call:
+        """Authenticate the caller and open the call's span.
+
+        Raises:
+            AuthenticationFailed: no usable key.
+        """
+        try:
+            principal = await self._auth.authenticate(bearer_secret(info.headers))
+        except AuthenticationFailed:
+            self._metrics.auth_failures.inc()
+            raise
+        trace = trace_context(info.headers)
+        span = Span(
+            request_id=info.request_id,
+            span_id=trace.span_id,
+            trace_id=trace.trace_id,
+            parent_span_id=trace.parent_span_id,
+            agent_id=trace.agent_id,
+            session_id=trace.session_id,
+            started_at=time.time(),
+            key_id=principal.key_id,
+            org_path=principal.org_path,
+            app=principal.app,
+            customer=principal.customer,
+            route=info.route,
+        )
+        return Call(
+            info=info, principal=principal, trace=trace, span=span, started=time.perf_counter()
+        )
+
+    def models_for(self, principal: Principal) -> list[str]:
+        """The virtual models this principal may call."""
+        return [m for m in self.router.names if principal.scopes.allows_model(m)]
+
+    async def complete(self, call: Call, env: Envelope) -> Envelope:
+        """Run a non-streaming call to the end.
+
+        Raises:
+            GatewayError: from any stage; the span is recorded before it propagates.
+        """
+        reservation: Reservation | None = None
+        try:
+            targets = self._admit(call, env)
+            reservation = await self._quota.reserve(call.principal, env, call.request_id)
+            fctx = self._filter_context(call)
+            env = await self._request_filters(env, fctx)
+            reply, target = await self.router.send(env, targets, call.span.attempts)
+            reply = await self._response_filters(reply, fctx)
+            usage = reply.usage
+            if usage is None:
+                usage = self._estimate(call, env, reply.text())
+            reply.model = env.model
+            reply.cost_usd = await self._settle(call, reservation, target, usage)
+            await self._record(call, usage)
+            return reply
+        except GatewayError as exc:
+            if reservation is not None:
+                await self._quota.settle(reservation, Usage(), None)
+            await self.fail(call, exc)
+            raise
+
+    async def stream(self, call: Call, env: Envelope) -> AsyncGenerator[StreamChunk, None]:
+        """Open a streamed call: returns once the first chunk is in hand.
+
+        Errors up to the first chunk raise here (so the ingress can answer with a plain error);
+        later ones raise from the returned iterator. The caller must `aclose()` the iterator.
+
+        Raises:
+            GatewayError: from any stage before the first chunk; the span is recorded.
+        """
+        reservation: Reservation | None = None
+        try:
+            targets = self._admit(call, env)
+            reservation = await self._quota.reserve(call.principal, env, call.request_id)
+            fctx = self._filter_context(call)
+            env = await self._request_filters(env, fctx)
+            first, upstream, target = await self.router.open_stream(
+                env, targets, call.span.attempts
+            )
+        except GatewayError as exc:
+            if reservation is not None:
+                await self._quota.settle(reservation, Usage(), None)
+            await self.fail(call, exc)
+            raise
+        source: AsyncIterator[StreamChunk] = _prepend(first, upstream)
+        for f in reversed(self._filters):
+            source = f.on_stream(source, fctx)
+        return self._metered(call, env, source, upstream, reservation, target)
+
+    async def fail(self, call: Call, error: GatewayError) -> None:
+        """Record the span of a call that ended with `error` (once; later calls do nothing)."""
+        if call.recorded:
+            return
+        call.span.status = "error"
+        call.span.http_status = error.status
+        call.span.error_code = error.code
+        provider = call.span.attempts[-1].provider if call.span.attempts else ""
+        self._metrics.errors.labels(error.code, provider).inc()
+        await self._record(call, Usage())
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _admit(self, call: Call, env: Envelope) -> list[BoundTarget]:
+        """Authorize and resolve the route. Raises PermissionDenied or ModelNotFound."""
+        span = call.span
+        span.model_requested = env.model
+        span.modality = env.modality.value
+        span.stream = env.stream
+        env.principal = call.principal
+        env.trace = call.trace
+        env.id = call.request_id
+        authorize_modality(call.principal, env.modality.value)
+        authorize_model(call.principal, env.model)
+        route = self.router.route(env.model)
+        if "max_tokens" not in env.params and env.modality.value == "chat":
+            call.state["default_max_tokens"] = route.default_max_tokens
+        return self.router.candidates(route, call.principal.scopes.egress)
+
+    def _filter_context(self, call: Call) -> FilterContext:
+        return FilterContext(call.request_id, call.principal, call.span.span_id, call.state)
+
+    async def _request_filters(self, env: Envelope, ctx: FilterContext) -> Envelope:
+        for f in self._filters:
+            env = _apply(await f.on_request(env, ctx), env)
+        return env
+
+    async def _response_filters(self, env: Envelope, ctx: FilterContext) -> Envelope:
+        for f in reversed(self._filters):
+            env = _apply(await f.on_response(env, ctx), env)
+        return env
+
+    def _estimate(self, call: Call, env: Envelope, output: str) -> Usage:
+        call.span.flags.append("usage_estimated")
+        return Usage(input_tokens=estimate_prompt_tokens(env), output_tokens=estimate_tokens(output))
+
+    async def _settle(
+        self, call: Call, reservation: Reservation, target: BoundTarget, usage: Usage
+    ) -> float | None:
+        cost = self._prices.cost(target.provider_name, target.model, usage)
+        if cost is None:
+            call.span.flags.append("unpriced")
+        span = call.span
+        span.provider, span.upstream_model, span.cost_usd = target.provider_name, target.model, cost
+        await self._quota.settle(reservation, usage, cost)
+        return cost
+
+    async def _metered(
+        self,
+        call: Call,
+        env: Envelope,
+        source: AsyncIterator[StreamChunk],
+        upstream: AsyncGenerator[StreamChunk, None],
+        reservation: Reservation,
+        target: BoundTarget,
+    ) -> AsyncGenerator[StreamChunk, None]:
+        usage: Usage | None = None
+        out_chars = 0
+        error: GatewayError | None = None
+        finished = False
+        try:
+            async for chunk in source:
+                if call.span.ttft_ms is None:
+                    call.span.ttft_ms = (time.perf_counter() - call.started) * 1000
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                out_chars += len(chunk.text or "") + sum(len(t.arguments) for t in chunk.tool_calls)
+                yield chunk
+            finished = True
+        except GatewayError as exc:
+            error = exc
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _close(source)
+                await upstream.aclose()
+                if usage is None:
+                    call.span.flags.append("usage_estimated")
+                    usage = Usage(
+                        input_tokens=estimate_prompt_tokens(env),
+                        output_tokens=(out_chars + 3) // 4,
+                    )
+                await self._settle(call, reservation, target, usage)
+                if error is not None:
+                    await self.fail(call, error)
+                else:
+                    if not finished:
+                        call.span.status = "client_closed"
+                        call.span.flags.append("client_closed")
+                    await self._record(call, usage)
+
+    async def _record(self, call: Call, usage: Usage) -> None:
+        if call.recorded:
+            return
+        call.recorded = True
+        span = call.span
+        span.latency_ms = (time.perf_counter() - call.started) * 1000
+        span.input_tokens = usage.input_tokens
+        span.output_tokens = usage.output_tokens
+        span.cached_tokens = usage.cached_tokens
+        span.reasoning_tokens = usage.reasoning_tokens
+        m = self._metrics
+        model = span.model_requested or ""
+        m.requests.labels(span.route, model, span.status).inc()
+        m.duration.labels(span.route).observe(span.latency_ms / 1000)
+        if span.ttft_ms is not None:
+            m.ttft.labels(span.route).observe(span.ttft_ms / 1000)
+        for kind, n in (("input", usage.input_tokens), ("output", usage.output_tokens),
+                        ("cached", usage.cached_tokens), ("reasoning", usage.reasoning_tokens)):
+            if n:
+                m.tokens.labels(kind, model).inc(n)
+        if span.cost_usd:
+            m.cost.labels(model).inc(span.cost_usd)
+        for attempt in span.attempts:
+            m.attempts.labels(attempt.provider, attempt.status).inc()
+        await self._spans.submit(span)
+
+
+def _apply(decision: Continue | Rewrite | Reject, env: Envelope) -> Envelope:
+    match decision:
+        case Continue():
+            return env
+        case Rewrite(envelope=new):
+            return new
+        case Reject(error=error):
+            raise error
+
+
+async def _prepend(
+    first: StreamChunk | None, rest: AsyncIterator[StreamChunk]
+) -> AsyncGenerator[StreamChunk, None]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def _close(it: AsyncIterator[StreamChunk]) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,54 @@
+"""Quotas and budgets: reserve an estimate before the call, settle to the metered cost after it.
+
+The pipeline calls a `QuotaGate` at both points. The foundation ships `Unlimited`; the governance
+layer plugs in gates backed by in-process or Redis counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.access import Principal
+from core.envelope import Envelope, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What was held for one call, to be settled once."""
+
+    id: str
+    principal: Principal
+    estimated_cost_usd: float | None
+    estimated_tokens: int
+
+
+class QuotaGate(Protocol):
+    """The governance seam of the pipeline."""
+
+    async def reserve(self, principal: Principal, env: Envelope, request_id: str) -> Reservation:
+        """Check every limit and budget above the call and hold an estimate, atomically.
+
+        Raises:
+            RateLimited: a rate or token limit is reached.
+            QuotaExceeded: a budget is spent.
+        """
+        ...
+
+    async def settle(
+        self, reservation: Reservation, usage: Usage, cost_usd: float | None
+    ) -> None:
+        """Replace the held estimate with what the call really used."""
+        ...
+
+
+class Unlimited:
+    """A gate with no limits: reserves nothing and settles nothing."""
+
+    async def reserve(self, principal: Principal, env: Envelope, request_id: str) -> Reservation:
+        return Reservation(request_id, principal, None, 0)
+
+    async def settle(
+        self, reservation: Reservation, usage: Usage, cost_usd: float | None
+    ) -> None:
+        return None
