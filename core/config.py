@@ -230,8 +230,13 @@ def default_config() -> dict[str, Any]:
         "providers": [{"name": "sim", "type": "sim"}],
         "models": [{"name": "sim", "targets": [{"provider": "sim", "model": "sim-1"}]}],
         "prices": [
-            {"provider": "sim", "model": "sim-1", "input_per_1m": 0.5, "output_per_1m": 1.5,
-             "cached_input_per_1m": 0.25}
+            {
+                "provider": "sim",
+                "model": "sim-1",
+                "input_per_1m": 0.5,
+                "output_per_1m": 1.5,
+                "cached_input_per_1m": 0.25,
+            }
         ],
     }
 

@@ -16,36 +16,42 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "agentgw_requests", "Calls by route, model and status.",
-            ["route", "model", "status"], registry=r,
+            "agentgw_requests",
+            "Calls by route, model and status.",
+            ["route", "model", "status"],
+            registry=r,
         )
         self.tokens = Counter(
             "agentgw_tokens", "Tokens by kind and model.", ["kind", "model"], registry=r
         )
         self.cost = Counter("agentgw_cost_usd", "Metered cost in USD.", ["model"], registry=r)
         self.duration = Histogram(
-            "agentgw_request_duration_seconds", "Call latency.", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "agentgw_request_duration_seconds",
+            "Call latency.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
-            "agentgw_ttft_seconds", "Time to the first streamed chunk.", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "agentgw_ttft_seconds",
+            "Time to the first streamed chunk.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.errors = Counter(
             "agentgw_errors", "Errors by code and provider.", ["code", "provider"], registry=r
         )
-        self.auth_failures = Counter(
-            "agentgw_auth_failures", "Failed authentications.", registry=r
-        )
-        self.pii_analyses = Counter(
-            "agentgw_pii_analyses", "PII analyzer runs.", registry=r
-        )
+        self.auth_failures = Counter("agentgw_auth_failures", "Failed authentications.", registry=r)
+        self.pii_analyses = Counter("agentgw_pii_analyses", "PII analyzer runs.", registry=r)
         self.queue_depth = Gauge(
             "agentgw_write_queue_depth", "Spans waiting to be stored.", registry=r
         )
         self.attempts = Counter(
-            "agentgw_upstream_attempts", "Upstream attempts by provider and outcome.",
-            ["provider", "outcome"], registry=r,
+            "agentgw_upstream_attempts",
+            "Upstream attempts by provider and outcome.",
+            ["provider", "outcome"],
+            registry=r,
         )
 
     def watch_queue(self, depth: Callable[[], int]) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from core.access import Authenticator, Principal, authorize_model, authorize_modality, bearer_secret
+from core.access import Authenticator, Principal, authorize_modality, authorize_model, bearer_secret
 from core.envelope import Envelope, StreamChunk, TraceContext, Usage
 from core.errors import AuthenticationFailed, GatewayError
 from core.filtering import Continue, Filter, FilterContext, Reject, Rewrite
@@ -213,7 +213,9 @@ class Pipeline:
 
     def _estimate(self, call: Call, env: Envelope, output: str) -> Usage:
         call.span.flags.append("usage_estimated")
-        return Usage(input_tokens=estimate_prompt_tokens(env), output_tokens=estimate_tokens(output))
+        return Usage(
+            input_tokens=estimate_prompt_tokens(env), output_tokens=estimate_tokens(output)
+        )
 
     async def _settle(
         self, call: Call, reservation: Reservation, target: BoundTarget, usage: Usage
@@ -286,8 +288,12 @@ class Pipeline:
         m.duration.labels(span.route).observe(span.latency_ms / 1000)
         if span.ttft_ms is not None:
             m.ttft.labels(span.route).observe(span.ttft_ms / 1000)
-        for kind, n in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                        ("cached", usage.cached_tokens), ("reasoning", usage.reasoning_tokens)):
+        for kind, n in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached", usage.cached_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        ):
             if n:
                 m.tokens.labels(kind, model).inc(n)
         if span.cost_usd:

@@ -35,9 +35,7 @@ class QuotaGate(Protocol):
         """
         ...
 
-    async def settle(
-        self, reservation: Reservation, usage: Usage, cost_usd: float | None
-    ) -> None:
+    async def settle(self, reservation: Reservation, usage: Usage, cost_usd: float | None) -> None:
         """Replace the held estimate with what the call really used."""
         ...
 
@@ -48,7 +46,5 @@ class Unlimited:
     async def reserve(self, principal: Principal, env: Envelope, request_id: str) -> Reservation:
         return Reservation(request_id, principal, None, 0)
 
-    async def settle(
-        self, reservation: Reservation, usage: Usage, cost_usd: float | None
-    ) -> None:
+    async def settle(self, reservation: Reservation, usage: Usage, cost_usd: float | None) -> None:
         return None

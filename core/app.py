@@ -1,0 +1,245 @@
+"""The composition root: `build_app(config)` wires every object and returns the Starlette app.
+
+This is the only place that names plugins, and it names them by registry string, imported on
+use (as uvicorn does with its protocol implementations), so `core` imports none of its sibling
+packages and a deployment pays only for the parts its config asks for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.access import Authenticator
+from core.config import Config, ConfigError
+from core.config import Provider as ProviderConfig
+from core.metering import PriceCatalog
+from core.metrics import Metrics
+from core.pipeline import Pipeline
+from core.provider import Provider
+from core.quota import Unlimited
+from core.routing import Router
+from core.state import Store
+from core.tracing import SpanWriter, new_request_id
+
+logger = logging.getLogger("agentgw")
+
+STORES = {
+    "sqlite": "store.sqlite:SQLiteStore",
+    "memory": "store.memory:MemoryStore",
+}
+PROVIDERS = {
+    "openai": "adapters.egress.openai:OpenAIProvider",
+    "sim": "adapters.egress.sim:create_sim_provider",
+}
+SHARED_HTTP = "adapters.egress.http:SharedHTTP"
+INGRESSES = ("adapters.ingress.openai:OpenAIIngress",)
+
+
+class Resource(Protocol):
+    async def open(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Ingress(Protocol):
+    def routes(self) -> list[BaseRoute]: ...
+
+
+def load(target: str) -> Any:
+    """Import `module:attribute` on use."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def open_store(url: str) -> Store:
+    """The store backend for a config `store:` URL (not yet opened).
+
+    Raises:
+        ConfigError: the URL names a backend this build does not have.
+    """
+    if url.startswith("sqlite:///"):
+        return cast(Store, load(STORES["sqlite"])(url.removeprefix("sqlite:///")))
+    if url == "memory://":
+        return cast(Store, load(STORES["memory"])())
+    raise ConfigError(f"store: '{url.split(':', 1)[0]}' is not available in this build yet")
+
+
+@dataclass
+class Gateway:
+    """Every long-lived object of one running gateway."""
+
+    config: Config
+    store: Store
+    http: Resource
+    providers: dict[str, Provider]
+    spans: SpanWriter
+    metrics: Metrics
+    pipeline: Pipeline
+    ready: bool = False
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+
+def build_gateway(config: Config) -> Gateway:
+    """Construct every object; nothing is opened until the lifespan starts.
+
+    Raises:
+        ConfigError: the config asks for something this build cannot provide.
+    """
+    _refuse_unbuilt(config)
+    store = open_store(config.store)
+    http = cast(Resource, load(SHARED_HTTP)())
+    providers = {p.name: _provider(p, http) for p in config.providers}
+    metrics = Metrics()
+    spans = SpanWriter(store, max_queue=config.spans.queue_size, batch_size=config.spans.batch_size)
+    metrics.watch_queue(lambda: spans.depth)
+    router = Router(config.models, providers, {p.name: p.network for p in config.providers})
+    pipeline = Pipeline(
+        authenticator=Authenticator(store),
+        router=router,
+        quota=Unlimited(),
+        filters=[],
+        prices=PriceCatalog(config.prices),
+        spans=spans,
+        metrics=metrics,
+    )
+    return Gateway(config, store, http, providers, spans, metrics, pipeline)
+
+
+def _provider(cfg: ProviderConfig, http: Resource) -> Provider:
+    target = PROVIDERS.get(cfg.type)
+    if target is None:
+        raise ConfigError(f"providers.{cfg.name}.type: '{cfg.type}' is not available yet")
+    return cast(Provider, load(target)(cfg, http))
+
+
+def _refuse_unbuilt(config: Config) -> None:
+    # Protection that is configured but not built must stop the start: silently forwarding the
+    # data it was meant to guard would be worse than not starting.
+    unbuilt = [
+        name
+        for name, value in (
+            ("filters.pii", config.filters.pii),
+            ("filters.moderation", config.filters.moderation),
+            ("filters.media", config.filters.media),
+            ("mcp_servers", config.mcp_servers),
+            ("redis", config.redis),
+        )
+        if value
+    ]
+    if unbuilt:
+        raise ConfigError(f"{', '.join(unbuilt)}: not available in this build yet")
+
+
+def build_app(config: Config) -> Starlette:
+    """The whole gateway as an ASGI app; the lifespan opens and closes every resource."""
+    gw = build_gateway(config)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gw.store.open()
+        await gw.http.open()
+        try:
+            async with anyio.create_task_group() as tg:
+                gw.spans.start(tg)
+                gw.ready = True
+                try:
+                    yield
+                finally:
+                    gw.ready = False
+                    with anyio.CancelScope(shield=True):
+                        await gw.spans.aclose()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for provider in gw.providers.values():
+                    await provider.aclose()
+                await gw.http.aclose()
+                await gw.store.aclose()
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", _readyz(gw), methods=["GET"]),
+        Route("/metrics", _metrics(gw), methods=["GET"]),
+    ]
+    for target in INGRESSES:
+        ingress = cast(
+            Ingress, load(target)(gw.pipeline, max_body_bytes=config.listen.max_body_bytes)
+        )
+        routes.extend(ingress.routes())
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.gateway = gw
+    return app
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def _readyz(gw: Gateway) -> Callable[[Request], Any]:
+    async def readyz(request: Request) -> Response:
+        if not gw.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready", "span_queue": gw.spans.depth})
+
+    return readyz
+
+
+def _metrics(gw: Gateway) -> Callable[[Request], Any]:
+    async def metrics(request: Request) -> Response:
+        return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return metrics
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    body = {
+        "error": {
+            "message": exc.detail,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": code,
+        }
+    }
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+class RequestIdMiddleware:
+    """Gives every request an id and every reply (and WebSocket handshake) `x-request-id`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
