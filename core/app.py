@@ -123,7 +123,10 @@ def _provider(cfg: ProviderConfig, http: Resource) -> Provider:
     target = PROVIDERS.get(cfg.type)
     if target is None:
         raise ConfigError(f"providers.{cfg.name}.type: '{cfg.type}' is not available yet")
-    return cast(Provider, load(target)(cfg, http))
+    try:
+        return cast(Provider, load(target)(cfg, http))
+    except ValueError as exc:  # a provider's own option check (e.g. the sim's options)
+        raise ConfigError(f"providers.{cfg.name}: {exc}") from exc
 
 
 def _refuse_unbuilt(config: Config) -> None:

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--fail-status", type=int, default=500)
     sim.add_argument("--drop-after-chunks", type=int, default=None)
     sim.add_argument("--reply-words", type=int, default=None)
+    sim.add_argument("--hold-after-chunks", type=int, default=None)
+    sim.add_argument("--cached-fraction", type=float, default=0.0)
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(run=_sim)
 
@@ -108,7 +110,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _sim(args: argparse.Namespace) -> int:
-    options = load(f"{SIM_SERVER}:SimOptions").from_mapping(
+    try:
+        options = _sim_options(args)
+    except ValueError as exc:
+        print(f"agentgw sim: {exc}", file=sys.stderr)
+        return 2
+    load(f"{SIM_SERVER}:serve_sim")(args.host, args.port, options)
+    return 0
+
+
+def _sim_options(args: argparse.Namespace) -> Any:
+    return load(f"{SIM_SERVER}:SimOptions").from_mapping(
         {
             "latency_ms": args.latency_ms,
             "ttft_ms": args.ttft_ms,
@@ -117,11 +129,11 @@ def _sim(args: argparse.Namespace) -> int:
             "fail_status": args.fail_status,
             "drop_after_chunks": args.drop_after_chunks,
             "reply_words": args.reply_words,
+            "hold_after_chunks": args.hold_after_chunks,
+            "cached_fraction": args.cached_fraction,
             "seed": args.seed,
         }
     )
-    load(f"{SIM_SERVER}:serve_sim")(args.host, args.port, options)
-    return 0
 
 
 def _with_store(config: Config, work: Any) -> Any:

@@ -169,8 +169,11 @@ class Pipeline:
             source = f.on_stream(source, fctx)
         return self._metered(call, env, source, upstream, reservation, target)
 
-    async def fail(self, call: Call, error: GatewayError) -> None:
-        """Record the span of a call that ended with `error` (once; later calls do nothing)."""
+    async def fail(self, call: Call, error: GatewayError, usage: Usage | None = None) -> None:
+        """Record the span of a call that ended with `error` (once; later calls do nothing).
+
+        `usage` is what the call consumed before it failed (a stream cut off midway).
+        """
         if call.recorded:
             return
         call.span.status = "error"
@@ -178,7 +181,7 @@ class Pipeline:
         call.span.error_code = error.code
         provider = call.span.attempts[-1].provider if call.span.attempts else ""
         self._metrics.errors.labels(error.code, provider).inc()
-        await self._record(call, Usage())
+        await self._record(call, usage or Usage())
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -265,7 +268,7 @@ class Pipeline:
                     )
                 await self._settle(call, reservation, target, usage)
                 if error is not None:
-                    await self.fail(call, error)
+                    await self.fail(call, error, usage)
                 else:
                     if not finished:
                         call.span.status = "client_closed"

@@ -38,6 +38,8 @@ class SimOptions:
         drop_after_chunks: end a stream abruptly after this many chunks (None: never).
         reply_words: reply with exactly this many deterministic words instead of the echo.
         cached_fraction: the share (0..1) of prompt tokens reported as cached.
+        hold_after_chunks: over HTTP, pause every stream after this many chunks until
+            `POST /_sim/release` (lets a test prove chunks reach a client mid-stream).
     """
 
     latency_ms: float = 0.0
@@ -49,6 +51,7 @@ class SimOptions:
     drop_after_chunks: int | None = None
     reply_words: int | None = None
     cached_fraction: float = 0.0
+    hold_after_chunks: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "ttft_ms", "chunk_delay_ms"):
@@ -72,6 +75,13 @@ class SimOptions:
             raise ValueError(
                 "sim option drop_after_chunks: expected an integer >= 0, "
                 f"got {self.drop_after_chunks!r}"
+            )
+        if self.hold_after_chunks is not None and (
+            not _is_int(self.hold_after_chunks) or self.hold_after_chunks < 1
+        ):
+            raise ValueError(
+                "sim option hold_after_chunks: expected an integer >= 1, "
+                f"got {self.hold_after_chunks!r}"
             )
         if self.reply_words is not None and (
             not _is_int(self.reply_words) or not 1 <= self.reply_words <= MAX_REPLY_WORDS

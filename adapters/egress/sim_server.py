@@ -2,7 +2,8 @@
 
 Routes: `POST /v1/chat/completions` (JSON or SSE), `POST /v1/embeddings`, `GET /v1/models`,
 `GET /healthz`, and for tests `GET /_sim/requests` (the JSON bodies received, newest last, at most
-`RECORDED_REQUESTS`) and `DELETE /_sim/requests`. API keys are neither checked nor recorded.
+`RECORDED_REQUESTS`), `DELETE /_sim/requests`, and `POST /_sim/release` (lets streams held by
+`hold_after_chunks` go on). API keys are neither checked nor recorded.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ class _SimEndpoints:
         self._options = options
         self._faults = FaultInjector(options)
         self._requests = requests
+        self._released: anyio.Event | None = None
+
+    def _release_event(self) -> anyio.Event:
+        # Created on first use: an anyio Event belongs to the running event loop.
+        if self._released is None:
+            self._released = anyio.Event()
+        return self._released
 
     async def _body(self, request: Request) -> Mapping[str, Any] | Response:
         """The JSON object sent, recorded; or the 400 reply for a body that is not one."""
@@ -117,6 +125,8 @@ class _SimEndpoints:
         for n, chunk in enumerate(chunks):
             if drop_after is not None and n >= drop_after:
                 return  # The upstream went away mid-stream: no usage, no [DONE].
+            if n == self._options.hold_after_chunks:
+                await self._release_event().wait()
             delay = self._options.ttft_ms if n == 0 else self._options.chunk_delay_ms
             if delay:
                 await anyio.sleep(delay / 1000)
@@ -159,6 +169,10 @@ class _SimEndpoints:
         self._requests.clear()
         return Response(status_code=204)
 
+    async def release(self, request: Request) -> Response:
+        self._release_event().set()
+        return Response(status_code=204)
+
 
 def build_sim_app(options: SimOptions) -> Starlette:
     """The sim's OpenAI-compatible HTTP app; `app.state.sim_requests` holds the bodies received."""
@@ -172,6 +186,7 @@ def build_sim_app(options: SimOptions) -> Starlette:
             Route("/healthz", endpoints.healthz, methods=["GET"]),
             Route("/_sim/requests", endpoints.recorded, methods=["GET"]),
             Route("/_sim/requests", endpoints.clear_recorded, methods=["DELETE"]),
+            Route("/_sim/release", endpoints.release, methods=["POST"]),
         ]
     )
     app.state.sim_requests = requests
