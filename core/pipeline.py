@@ -121,24 +121,27 @@ class Pipeline:
             GatewayError: from any stage; the span is recorded before it propagates.
         """
         reservation: Reservation | None = None
+        served: tuple[BoundTarget, Usage] | None = None
         try:
             targets = self._admit(call, env)
             reservation = await self._quota.reserve(call.principal, env, call.request_id)
             fctx = self._filter_context(call)
             env = await self._request_filters(env, fctx)
             reply, target = await self.router.send(env, targets, call.span.attempts)
+            # What the upstream consumed is owed even if a response filter rejects the reply.
+            usage = reply.usage or self._estimate(call, env, reply.text())
+            served = (target, usage)
             reply = await self._response_filters(reply, fctx)
-            usage = reply.usage
-            if usage is None:
-                usage = self._estimate(call, env, reply.text())
             reply.model = env.model
             reply.cost_usd = await self._settle(call, reservation, target, usage)
             await self._record(call, usage)
             return reply
         except GatewayError as exc:
-            if reservation is not None:
+            if reservation is not None and served is not None:
+                await self._settle(call, reservation, *served)
+            elif reservation is not None:
                 await self._quota.settle(reservation, Usage(), None)
-            await self.fail(call, exc)
+            await self.fail(call, exc, served[1] if served else None)
             raise
 
     async def stream(self, call: Call, env: Envelope) -> AsyncGenerator[StreamChunk, None]:
@@ -197,8 +200,6 @@ class Pipeline:
         authorize_modality(call.principal, env.modality.value)
         authorize_model(call.principal, env.model)
         route = self.router.route(env.model)
-        if "max_tokens" not in env.params and env.modality.value == "chat":
-            call.state["default_max_tokens"] = route.default_max_tokens
         return self.router.candidates(route, call.principal.scopes.egress)
 
     def _filter_context(self, call: Call) -> FilterContext:
