@@ -21,7 +21,7 @@ MESSAGES = [{"role": "user", "content": "count the spans"}]
 
 @pytest.fixture
 def upstreams() -> Iterator[tuple[Proc, Proc]]:
-    good = start_sim("--latency-ms", "20")
+    good = start_sim("--latency-ms", "20", "--cached-fraction", "0.5")
     bad = start_sim("--fail-rate", "1", "--fail-status", "500")
     try:
         yield good, bad
@@ -99,8 +99,10 @@ def test_mixed_calls_leave_exactly_one_complete_span_each(
     assert chat["status"] == "ok"
     assert (chat["provider"], chat["upstream_model"]) == ("good", "sim-large")
     assert chat["input_tokens"] > 0 and chat["output_tokens"] > 0
-    expected_cost = (chat["input_tokens"] * 2.0 + chat["output_tokens"] * 8.0) / 1_000_000
-    assert chat["cost_usd"] == pytest.approx(expected_cost)
+    assert chat["cached_tokens"] == int(chat["input_tokens"] * 0.5)  # the sim caches half
+    uncached = chat["input_tokens"] - chat["cached_tokens"]
+    expected = (uncached * 2.0 + chat["cached_tokens"] * 0.5 + chat["output_tokens"] * 8.0) / 1e6
+    assert chat["cost_usd"] == pytest.approx(expected)
 
     stream = rows[seen["stream"][0]]
     assert stream["stream"] == 1 and stream["ttft_ms"] is not None
