@@ -1,0 +1,376 @@
+"""The PII filter: find personal data in every scope of an envelope and act on it.
+
+Requests are analysed and rewritten (or refused); replies get their placeholders restored and,
+for the redact / mask / hash / block actions, model output is analysed too, streamed or not.
+Analysis runs off the event loop with a deadline, through a per-filter cache; when it cannot
+finish, the filter fails closed (503) unless configured to fail open.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from typing import Literal
+
+import anyio
+import anyio.to_thread
+
+from core.config import ConfigError
+from core.config import PiiFilter as PiiFilterConfig
+from core.envelope import Envelope, Finding, Scope, StreamChunk
+from core.errors import ContentBlocked, FilterUnavailable, GatewayError
+from core.filtering import Continue, Decision, FilterContext, Reject, Rewrite
+from filters.pii.actions import ACTIONS, FILTER_NAME, Action, Pseudonyms, Redactor
+from filters.pii.cache import AnalysisCache, cache_key
+from filters.pii.engine import Analyzer, PIIAnalyzer
+from filters.pii.entities import (
+    DEFAULT_ENTITIES,
+    DEFAULT_NER_ENTITIES,
+    NER_ENTITIES,
+    Detection,
+    PreCheck,
+)
+from filters.pii.stream import DEFAULT_MAX_HOLD, StreamRewriter
+
+logger = logging.getLogger(__name__)
+
+STATE_PSEUDONYMS = "pii.pseudonyms"
+"""`FilterContext.state` key of the request's `Pseudonyms` (read back on the reply)."""
+STATE_FINDINGS = "pii.stream_findings"
+"""`FilterContext.state` key of the findings made on a streamed reply (no envelope to hold them)."""
+
+Fail = Literal["closed", "open"]
+_REPLY_ACTIONS = frozenset({"redact", "mask", "hash", "block"})
+
+
+class AnalysisFailed(Exception):
+    """The analyzer could not answer in time or at all; `reason` names no value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PIIFilter:
+    """Finds personal data with Presidio and our recognizers; redacts, masks, hashes,
+    pseudonymizes (restoring replies) or blocks, per entity type.
+
+    `analyzer` may be shared by several filters (it loads once); the cache and the `analyses`
+    count belong to this filter. `analyses` counts texts actually sent to the analyzer.
+
+    Raises:
+        ConfigError: at construction, for an unknown entity or action, an entity the mode
+            cannot find (PERSON without NER), or NER without its model package installed.
+    """
+
+    name = FILTER_NAME
+
+    def __init__(
+        self,
+        *,
+        secret: bytes,
+        action: Action = "redact",
+        entities: Sequence[str] = (),
+        actions: Mapping[str, Action] | None = None,
+        ner: bool = False,
+        timeout_ms: int = 2000,
+        fail: Fail = "closed",
+        analyzer: Analyzer | None = None,
+        cache_size: int = 4096,
+        max_hold: int = DEFAULT_MAX_HOLD,
+    ) -> None:
+        overrides = dict(actions or {})
+        for act in (action, *overrides.values()):
+            if act not in ACTIONS:
+                raise ConfigError(f"filters.pii.action: '{act}' is not one of {', '.join(ACTIONS)}")
+        self._analyzer: Analyzer = analyzer if analyzer is not None else PIIAnalyzer(ner=ner)
+        default = DEFAULT_ENTITIES + (DEFAULT_NER_ENTITIES if ner else ())
+        self.entities: tuple[str, ...] = tuple(dict.fromkeys(entities or default))
+        self.entities += tuple(e for e in overrides if e not in self.entities)
+        _check_entities(self.entities, self._analyzer.supported)
+        self.redactor = Redactor(action, overrides, secret)
+        self.timeout = timeout_ms / 1000
+        self.fail: Fail = fail
+        self.analyses = 0
+        self.max_hold = max_hold
+        self._cache = AnalysisCache(cache_size)
+        self._loaded = False
+        self._reply_entities = tuple(
+            e for e in self.entities if self.redactor.action_for(e) in _REPLY_ACTIONS
+        )
+        self._ner_on_replies = any(e in NER_ENTITIES for e in self._reply_entities)
+        self._prechecks = {
+            self.entities: PreCheck(self.entities),
+            self._reply_entities: PreCheck(self._reply_entities),
+        }
+
+    async def warm(self) -> None:
+        """Load the analyzer now (off the event loop) rather than on the first request."""
+        await anyio.to_thread.run_sync(self._analyzer.load)
+        self._loaded = True
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def on_request(self, env: Envelope, ctx: FilterContext) -> Decision:
+        """Analyse every text in the request and apply each entity's action.
+
+        Pseudonyms issued here are kept in `ctx.state[STATE_PSEUDONYMS]` for the reply.
+        """
+        texts = _texts(env)
+        if not texts:
+            return Continue()
+        found, failure = await self._detect_or_fail([t for _, t in texts], self.entities)
+        if isinstance(failure, Reject):
+            return failure
+        blocked = _blocked(self.redactor, texts, found)
+        if blocked:
+            env.findings.extend(self._block_findings(texts, found))
+            return Reject(ContentBlocked(f"request contains {', '.join(blocked)}"))
+        pseudonyms = None
+        if any(self.redactor.action_for(e) == "pseudonymize" for e in self.entities):
+            pseudonyms = Pseudonyms(reserved=Pseudonyms.found_in(t for _, t in texts))
+            ctx.state[STATE_PSEUDONYMS] = pseudonyms
+        findings: list[Finding] = [failure] if failure is not None else []
+        changed = self._rewrite(env, found, pseudonyms, findings)
+        env.findings.extend(findings)
+        return Rewrite(env) if changed else Continue()
+
+    # -- replies -------------------------------------------------------------------------
+
+    async def on_response(self, env: Envelope, ctx: FilterContext) -> Decision:
+        """Restore this request's placeholders, then redact what the model itself disclosed."""
+        pseudonyms = _pseudonyms(ctx)
+        changed = 0
+        if pseudonyms is not None and len(pseudonyms):
+            changed += env.visit_text(lambda _scope, text: pseudonyms.restore(text))
+        if not self._reply_entities:
+            return Rewrite(env) if changed else Continue()
+        texts = _texts(env)
+        found, failure = await self._detect_or_fail([t for _, t in texts], self._reply_entities)
+        if isinstance(failure, Reject):
+            return failure
+        blocked = _blocked(self.redactor, texts, found)
+        if blocked:
+            env.findings.extend(self._block_findings(texts, found))
+            return Reject(ContentBlocked(f"reply contains {', '.join(blocked)}"))
+        findings: list[Finding] = [failure] if failure is not None else []
+        changed += self._rewrite(env, found, None, findings)
+        env.findings.extend(findings)
+        return Rewrite(env) if changed else Continue()
+
+    def on_stream(
+        self, chunks: AsyncIterator[StreamChunk], ctx: FilterContext
+    ) -> AsyncIterator[StreamChunk]:
+        """Restore placeholders and redact model output chunk by chunk (see `filters.pii.stream`).
+
+        Findings go to `ctx.state[STATE_FINDINGS]` (a list), as a stream has no envelope.
+
+        Raises:
+            ContentBlocked: from the iterator, when output holds an entity whose action is block.
+            FilterUnavailable: from the iterator, when analysis fails and the filter fails closed.
+        """
+        pseudonyms = _pseudonyms(ctx)
+        if pseudonyms is not None and not len(pseudonyms):
+            pseudonyms = None
+        if pseudonyms is None and not self._reply_entities:
+            return chunks
+        findings: list[Finding] = []
+        ctx.state[STATE_FINDINGS] = findings
+
+        async def scrub(segment: str, context: str, scope: Scope) -> str:
+            return await self._scrub(segment, context, scope, findings)
+
+        rewriter = StreamRewriter(
+            pseudonyms=pseudonyms,
+            scrub=scrub if self._reply_entities else None,
+            ner=self._ner_on_replies,
+            max_hold=self.max_hold,
+        )
+        return rewriter.run(chunks)
+
+    async def _scrub(
+        self, segment: str, context: str, scope: Scope, findings: list[Finding]
+    ) -> str:
+        text = context + segment
+        try:
+            found = await self._detect([text], self._reply_entities, cache=False)
+        except AnalysisFailed as exc:
+            if self.fail == "closed":
+                raise self._unavailable(exc) from None
+            findings.append(_fail_open_finding(exc, scope))
+            return segment
+        # Only what reaches into the new segment; the context was released already.
+        offset = len(context)
+        detections = [
+            Detection(d.entity, max(d.start - offset, 0), d.end - offset, d.score)
+            for d in found[text]
+            if d.end > offset
+        ]
+        blocked = sorted(
+            {d.entity for d in detections if self.redactor.action_for(d.entity) == "block"}
+        )
+        if blocked:
+            raise ContentBlocked(f"reply contains {', '.join(blocked)}")
+        new, made = self.redactor.rewrite(segment, detections, scope, None)
+        findings.extend(made)
+        return new
+
+    # -- analysis ------------------------------------------------------------------------
+
+    async def _detect_or_fail(
+        self, texts: Sequence[str], entities: tuple[str, ...]
+    ) -> tuple[dict[str, tuple[Detection, ...]], Reject | Finding | None]:
+        """Detections per text; on failure a Reject (fail closed) or a fail-open finding."""
+        try:
+            return await self._detect(texts, entities), None
+        except AnalysisFailed as exc:
+            if self.fail == "closed":
+                return {}, Reject(self._unavailable(exc))
+            # Fail open: what the cache already knows is still applied; the rest passes.
+            known = {t: self._cache.get(cache_key(t, entities)) or () for t in texts}
+            return known, _fail_open_finding(exc, Scope.MESSAGE)
+
+    async def _detect(
+        self, texts: Sequence[str], entities: tuple[str, ...], *, cache: bool = True
+    ) -> dict[str, tuple[Detection, ...]]:
+        """Detections for each text; each distinct text is analysed at most once (cache).
+
+        Raises:
+            AnalysisFailed: the analyzer raised, or did not finish within the timeout.
+        """
+        precheck = self._prechecks.get(entities) or PreCheck(entities)
+        found: dict[str, tuple[Detection, ...]] = {}
+        pending: list[str] = []
+        for text in texts:
+            if text in found:
+                continue
+            hit = self._cache.get(cache_key(text, entities)) if cache else None
+            if hit is not None:
+                found[text] = hit
+            elif not text or not precheck(text):
+                found[text] = ()
+            else:
+                found[text] = ()
+                pending.append(text)
+        if not pending:
+            return found
+        results = await self._analyze(pending, entities)
+        for text, detections in zip(pending, results, strict=True):
+            found[text] = detections
+            if cache:
+                self._cache.put(cache_key(text, entities), detections)
+        return found
+
+    async def _analyze(
+        self, texts: list[str], entities: Collection[str]
+    ) -> list[tuple[Detection, ...]]:
+        analyzer = self._analyzer
+
+        def work() -> list[tuple[Detection, ...]]:
+            return [analyzer.analyze(text, entities) for text in texts]
+
+        self.analyses += len(texts)
+        try:
+            if not self._loaded:
+                # Not under the deadline: loading happens once and is bounded (no downloads).
+                await anyio.to_thread.run_sync(analyzer.load)
+                self._loaded = True
+            with anyio.fail_after(self.timeout):
+                # A timed-out analysis is abandoned, not killed: the thread finishes on its own.
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except TimeoutError:
+            logger.warning("PII analysis timed out after %.0f ms", self.timeout * 1000)
+            raise AnalysisFailed("timeout") from None
+        except Exception as exc:
+            # Whatever Presidio or spaCy raise must become a fail-closed answer, not a 500
+            # that might be retried elsewhere; the message may quote the text, so only the
+            # type is logged.
+            logger.warning("PII analysis failed: %s", type(exc).__name__)
+            raise AnalysisFailed("error") from None
+
+    def _unavailable(self, exc: AnalysisFailed) -> GatewayError:
+        what = "timed out" if exc.reason == "timeout" else "failed"
+        return FilterUnavailable(f"PII filter unavailable: analysis {what}")
+
+    def _block_findings(
+        self, texts: Sequence[tuple[Scope, str]], found: Mapping[str, tuple[Detection, ...]]
+    ) -> list[Finding]:
+        # Recorded on the refused envelope too, so the redaction log shows why it was refused.
+        findings: list[Finding] = []
+        for scope, text in texts:
+            blocked = [
+                d for d in found.get(text, ()) if self.redactor.action_for(d.entity) == "block"
+            ]
+            findings.extend(self.redactor.rewrite(text, blocked, scope, None)[1])
+        return findings
+
+    def _rewrite(
+        self,
+        env: Envelope,
+        found: Mapping[str, tuple[Detection, ...]],
+        pseudonyms: Pseudonyms | None,
+        findings: list[Finding],
+    ) -> int:
+        # Visit order is the order texts were collected in, so placeholders number left to right.
+        def visit(scope: Scope, text: str) -> str | None:
+            detections = found.get(text)
+            if not detections:
+                return None
+            new, made = self.redactor.rewrite(text, detections, scope, pseudonyms)
+            findings.extend(made)
+            return new
+
+        return env.visit_text(visit)
+
+
+def build_pii_filter(config: PiiFilterConfig, *, secret: bytes) -> PIIFilter:
+    """The filter `filters.pii` as configured (the app calls this by registry string)."""
+    return PIIFilter(
+        secret=secret,
+        action=config.action,
+        entities=config.entities,
+        ner=config.ner,
+        timeout_ms=config.timeout_ms,
+        fail=config.fail,
+    )
+
+
+def _texts(env: Envelope) -> list[tuple[Scope, str]]:
+    texts: list[tuple[Scope, str]] = []
+
+    def collect(scope: Scope, text: str) -> None:
+        texts.append((scope, text))
+
+    env.visit_text(collect)
+    return texts
+
+
+def _blocked(
+    redactor: Redactor,
+    texts: Sequence[tuple[Scope, str]],
+    found: Mapping[str, tuple[Detection, ...]],
+) -> list[str]:
+    kinds = {d.entity for _, t in texts for d in found.get(t, ())}
+    return sorted(k for k in kinds if redactor.action_for(k) == "block")
+
+
+def _pseudonyms(ctx: FilterContext) -> Pseudonyms | None:
+    value = ctx.state.get(STATE_PSEUDONYMS)
+    return value if isinstance(value, Pseudonyms) else None
+
+
+def _fail_open_finding(exc: AnalysisFailed, scope: Scope) -> Finding:
+    return Finding(FILTER_NAME, f"analysis_{exc.reason}", scope, "fail_open")
+
+
+def _check_entities(entities: Sequence[str], supported: frozenset[str]) -> None:
+    for entity in entities:
+        if entity in supported:
+            continue
+        if entity in NER_ENTITIES:
+            raise ConfigError(
+                f"filters.pii.entities: {entity} is found only by NER; set ner: true "
+                f"(pattern mode cannot find it)"
+            )
+        known = ", ".join(sorted(supported))
+        raise ConfigError(f"filters.pii.entities: unknown entity '{entity}'; known: {known}")
