@@ -4,6 +4,10 @@ Routes: `POST /v1/chat/completions` (JSON or SSE), `POST /v1/embeddings`, `GET /
 `GET /healthz`, and for tests `GET /_sim/requests` (the JSON bodies received, newest last, at most
 `RECORDED_REQUESTS`), `DELETE /_sim/requests`, and `POST /_sim/release` (lets streams held by
 `hold_after_chunks` go on). API keys are neither checked nor recorded.
+
+The Anthropic Messages face (`POST /v1/messages`, in `sim_anthropic`) shares the options, the
+fault RNG, the request log and the release event; it records auth headers at
+`GET /_sim/anthropic/headers`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from adapters.egress.sim_anthropic import SimAnthropicFace
 from adapters.egress.sim_embeddings import embedding_vector, encode_base64
 from adapters.egress.sim_model import SimChatReply, SimRequestError, chat_reply, stream_deltas
 from adapters.egress.sim_options import FaultInjector, SimOptions
@@ -178,6 +183,7 @@ def build_sim_app(options: SimOptions) -> Starlette:
     """The sim's OpenAI-compatible HTTP app; `app.state.sim_requests` holds the bodies received."""
     requests: deque[Any] = deque(maxlen=RECORDED_REQUESTS)
     endpoints = _SimEndpoints(options, requests)
+    anthropic = SimAnthropicFace(options, endpoints._faults, requests, endpoints._release_event)
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
@@ -187,6 +193,8 @@ def build_sim_app(options: SimOptions) -> Starlette:
             Route("/_sim/requests", endpoints.recorded, methods=["GET"]),
             Route("/_sim/requests", endpoints.clear_recorded, methods=["DELETE"]),
             Route("/_sim/release", endpoints.release, methods=["POST"]),
+            Route("/v1/messages", anthropic.messages, methods=["POST"]),
+            Route("/_sim/anthropic/headers", anthropic.recorded_headers, methods=["GET"]),
         ]
     )
     app.state.sim_requests = requests

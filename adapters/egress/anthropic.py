@@ -1,0 +1,204 @@
+"""Egress to an Anthropic Messages server (Anthropic's API, or anything speaking its wire).
+
+`base_url` is the server root; requests go to `{base_url}/v1/messages` with the provider's key
+as `x-api-key` and `anthropic-version: 2023-06-01`. Anthropic requires `max_tokens`: a request
+without one (an OpenAI client's) gets `DEFAULT_MAX_TOKENS`. Streams are relayed event by event as
+they arrive. Transport failures, statuses and `error` events are mapped once, here:
+
+    429 → UpstreamRateLimited        529 overloaded, 503 → UpstreamUnavailable (retryable)
+    401 / 403 → UpstreamError         408, 504 → UpstreamTimeout
+    other 4xx → UpstreamRejected      other 5xx → UpstreamError (retryable)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from adapters.egress.http import SharedHTTP
+from adapters.wire.anthropic import BETA_MARK, message_reply_from_wire
+from adapters.wire.anthropic_encode import envelope_to_messages_request
+from adapters.wire.anthropic_stream import StreamDecoder
+from core.config import Provider as ProviderConfig
+from core.envelope import Envelope, Modality, StreamChunk
+from core.errors import (
+    GatewayError,
+    UnsupportedContent,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from core.tracing import traceparent
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+_SECRETISH = re.compile(r"(sk|agw|key|pk)[-_][A-Za-z0-9_\-]{6,}", re.IGNORECASE)
+
+
+class AnthropicProvider:
+    """An Anthropic-wire upstream at `base_url` (the server root, without `/v1`)."""
+
+    def __init__(self, config: ProviderConfig, http: SharedHTTP) -> None:
+        self.name = config.name
+        self._http = http
+        self._url = (config.base_url or "").rstrip("/") + "/v1/messages"
+        self._headers = {
+            "content-type": "application/json",
+            "anthropic-version": ANTHROPIC_VERSION,
+            **config.headers,
+        }
+        if config.api_key:
+            self._headers["x-api-key"] = config.api_key
+        self._timeout = aiohttp.ClientTimeout(
+            total=config.timeout_seconds, sock_connect=config.connect_timeout_seconds
+        )
+        # A stream may run long; what must not happen is a long silence between events.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=config.connect_timeout_seconds,
+            sock_read=config.timeout_seconds,
+        )
+
+    async def send(self, env: Envelope) -> Envelope:
+        """Raises:
+        UnsupportedContent: not a chat envelope, or content Anthropic cannot take.
+        UpstreamError: or a subclass, mapped from the upstream's answer.
+        """
+        body = self._body(env, stream=False)
+        try:
+            async with self._http.session.post(
+                self._url, data=body, headers=self._headers_for(env), timeout=self._timeout
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise _status_error(resp.status, raw)
+        except GatewayError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _transport_error(self.name, exc) from exc
+        return message_reply_from_wire(_json(raw), env)
+
+    async def stream(self, env: Envelope) -> AsyncGenerator[StreamChunk, None]:
+        """Raises:
+        UnsupportedContent: not a chat envelope, or content Anthropic cannot take.
+        UpstreamError: or a subclass, before or during the stream.
+        """
+        body = self._body(env, stream=True)
+        try:
+            async with self._http.session.post(
+                self._url, data=body, headers=self._headers_for(env), timeout=self._stream_timeout
+            ) as resp:
+                if resp.status >= 400:
+                    raise _status_error(resp.status, await resp.read())
+                decoder = StreamDecoder()
+                async for raw in resp.content:
+                    line = raw.strip()
+                    if not line.startswith(b"data:"):
+                        continue  # `event:` names repeat the data's `type`; blank lines frame
+                    event = _json(line[5:].strip())
+                    if event.get("type") == "error":
+                        raise _event_error(event)
+                    for chunk in decoder.feed(event):
+                        yield chunk
+                    if decoder.done:
+                        break
+                if not decoder.done:
+                    raise UpstreamError(f"Upstream '{self.name}' ended the stream early.")
+        except GatewayError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _transport_error(self.name, exc) from exc
+
+    async def aclose(self) -> None:
+        return None  # The shared client is closed by its owner.
+
+    def _body(self, env: Envelope, *, stream: bool) -> bytes:
+        if env.modality is not Modality.CHAT:
+            raise UnsupportedContent(f"Provider '{self.name}' does not serve {env.modality}.")
+        body = envelope_to_messages_request(env, default_max_tokens=DEFAULT_MAX_TOKENS)
+        if stream:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+        return orjson.dumps(body)
+
+    def _headers_for(self, env: Envelope) -> dict[str, str]:
+        headers = self._headers
+        beta = env.params.get(BETA_MARK)
+        if isinstance(beta, str) and beta:
+            configured = headers.get("anthropic-beta")
+            headers = {**headers, "anthropic-beta": f"{configured},{beta}" if configured else beta}
+        if env.trace is not None:
+            headers = {**headers, "traceparent": traceparent(env.trace)}
+        return headers
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("Upstream sent a reply that is not JSON.") from exc
+    if not isinstance(value, dict):
+        raise UpstreamError("Upstream sent JSON that is not an object.")
+    return value
+
+
+def _detail(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The error's type and message, with anything that looks like a credential removed."""
+    err = body.get("error")
+    kind = str(err.get("type", "")) if isinstance(err, Mapping) else ""
+    text = err.get("message") if isinstance(err, Mapping) else err
+    # Upstream messages can echo credentials ("invalid x-api-key: sk-ant-…"); never pass those on.
+    return kind, _SECRETISH.sub("[redacted]", str(text or "no message"))[:500]
+
+
+def _status_error(status: int, raw: bytes) -> GatewayError:
+    try:
+        parsed = orjson.loads(raw)
+        detail = _detail(parsed)[1] if isinstance(parsed, dict) else f"status {status}"
+    except orjson.JSONDecodeError:
+        detail = f"status {status}"
+    if status == 429:
+        return UpstreamRateLimited(f"Upstream rate limited the request: {detail}")
+    if status in (401, 403):
+        # The upstream refused *our* credentials: a gateway misconfiguration, not the client's.
+        return UpstreamError(f"Upstream refused the gateway's credentials (status {status}).")
+    if status in (408, 504):
+        return UpstreamTimeout(f"Upstream timed out: {detail}")
+    if 400 <= status < 500:
+        return UpstreamRejected(f"Upstream rejected the request: {detail}", upstream_status=status)
+    if status in (503, 529):
+        return UpstreamUnavailable(f"Upstream overloaded or unavailable: {detail}")
+    return UpstreamError(f"Upstream failed with status {status}: {detail}")
+
+
+def _event_error(event: Mapping[str, Any]) -> GatewayError:
+    kind, message = _detail(event)
+    match kind:
+        case "overloaded_error":
+            return UpstreamUnavailable(f"Upstream overloaded: {message}")
+        case "rate_limit_error":
+            return UpstreamRateLimited(f"Upstream rate limited the request: {message}")
+        case "invalid_request_error" | "request_too_large":
+            return UpstreamRejected(
+                f"Upstream rejected the request: {message}", upstream_status=400
+            )
+        case _:
+            return UpstreamError(f"Upstream stream error: {message}")
+
+
+def _transport_error(name: str, exc: BaseException) -> GatewayError:
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"Upstream '{name}' did not answer in time.")
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionError):
+        return UpstreamUnavailable(f"Upstream '{name}' refused or dropped the connection.")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return UpstreamError(f"Upstream '{name}' closed the connection mid-reply.")
+    return UpstreamError(f"Upstream '{name}' failed: {type(exc).__name__}.")
