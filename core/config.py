@@ -60,12 +60,44 @@ class Circuit(_Model):
     open_seconds: float = Field(30.0, gt=0)
 
 
+class Backoff(_Model):
+    """Jittered exponential backoff between failover rounds (see `VirtualModel.retries`)."""
+
+    base_ms: float = Field(50.0, gt=0)
+    max_ms: float = Field(2000.0, gt=0)
+
+
+class CachePolicy(_Model):
+    """Opt-in exact-match response cache of a virtual model (non-streaming replies)."""
+
+    ttl_seconds: float = Field(gt=0)
+
+
 class Target(_Model):
     provider: str
     model: str
     weight: float = Field(1.0, ge=0)
     context_window: int | None = Field(None, gt=0)
     hours: str | None = Field(None, pattern=r"^\d{1,2}-\d{1,2}$")
+    # Per-target timeouts on top of the provider's own connect and total timeouts.
+    timeout_seconds: float | None = Field(None, gt=0)
+    first_byte_timeout_seconds: float | None = Field(None, gt=0)
+    # What the target accepts: modalities (empty: every one), tool use and image input.
+    supports: list[Literal["chat", "embedding", "voice", "image", "video", "tool"]] = Field(
+        default_factory=list
+    )
+    tools: bool = True
+    vision: bool = True
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        start, end = (int(h) for h in v.split("-"))
+        if start > 23 or end > 24 or start == end % 24:
+            raise ValueError("expected UTC hours 'H-H' with start 0..23, end 0..24, not empty")
+        return v
 
 
 class VirtualModel(_Model):
@@ -76,6 +108,11 @@ class VirtualModel(_Model):
     circuit: Circuit = Field(default_factory=Circuit)
     privacy_mode: bool = False
     default_max_tokens: int = Field(1024, gt=0)
+    # Extra failover rounds over the candidates after all failed retryably (0: each once).
+    retries: int = Field(0, ge=0, le=10)
+    backoff: Backoff = Field(default_factory=Backoff)
+    affinity: Literal["prefix"] | None = None
+    cache: CachePolicy | None = None
 
 
 class Price(_Model):

@@ -24,11 +24,14 @@ providers:
 models:
   - {{name: chat, targets: [{{provider: good, model: sim-large}}]}}
   - {{name: embed, targets: [{{provider: good, model: sim-embed}}]}}
+  # These tests count attempts: keep the circuit breaker out of their way.
   - name: failover
+    circuit: {{failures: 1000}}
     targets: [{{provider: bad, model: sim-large}}, {{provider: good, model: sim-large}}]
   - name: refused
     targets: [{{provider: dead, model: sim-large}}, {{provider: good, model: sim-large}}]
   - name: down
+    circuit: {{failures: 1000}}
     targets: [{{provider: bad, model: sim-large}}, {{provider: dead, model: sim-large}}]
   - name: nowhere
     targets: [{{provider: dead, model: sim-large}}]
