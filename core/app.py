@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,8 +26,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.access import Authenticator
+from core.audit import AuditLog
 from core.config import Config, ConfigError
 from core.config import Provider as ProviderConfig
+from core.directory import Directory
+from core.keyring import Keyring, bootstrap_admin
 from core.metering import PriceCatalog
 from core.metrics import Metrics
 from core.pipeline import Pipeline
@@ -43,10 +48,15 @@ STORES = {
 }
 PROVIDERS = {
     "openai": "adapters.egress.openai:OpenAIProvider",
+    "anthropic": "adapters.egress.anthropic:AnthropicProvider",
     "sim": "adapters.egress.sim:create_sim_provider",
 }
 SHARED_HTTP = "adapters.egress.http:SharedHTTP"
-INGRESSES = ("adapters.ingress.openai:OpenAIIngress",)
+INGRESSES = (
+    "adapters.ingress.openai:OpenAIIngress",
+    "adapters.ingress.anthropic:AnthropicIngress",
+)
+ADMIN_API = "adapters.admin.api:AdminAPI"
 
 
 class Resource(Protocol):
@@ -78,6 +88,16 @@ def open_store(url: str) -> Store:
     raise ConfigError(f"store: '{url.split(':', 1)[0]}' is not available in this build yet")
 
 
+@dataclass(frozen=True)
+class Access:
+    """The access layer: key lookups on the request path, audited changes on the admin path."""
+
+    authenticator: Authenticator
+    audit: AuditLog
+    keyring: Keyring
+    directory: Directory
+
+
 @dataclass
 class Gateway:
     """Every long-lived object of one running gateway."""
@@ -89,12 +109,16 @@ class Gateway:
     spans: SpanWriter
     metrics: Metrics
     pipeline: Pipeline
+    access: Access
     ready: bool = False
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
 
-def build_gateway(config: Config) -> Gateway:
+def build_gateway(config: Config, *, clock: Callable[[], float] = time.time) -> Gateway:
     """Construct every object; nothing is opened until the lifespan starts.
+
+    `clock` is the wall clock of the access layer (key expiry, rotation grace, brute-force
+    waits, audit times); tests pass their own so they never sleep.
 
     Raises:
         ConfigError: the config asks for something this build cannot provide.
@@ -106,9 +130,15 @@ def build_gateway(config: Config) -> Gateway:
     metrics = Metrics()
     spans = SpanWriter(store, max_queue=config.spans.queue_size, batch_size=config.spans.batch_size)
     metrics.watch_queue(lambda: spans.depth)
-    router = Router(config.models, providers, {p.name: p.network for p in config.providers})
+    router = Router(
+        config.models,
+        providers,
+        {p.name: p.network for p in config.providers},
+        prices=PriceCatalog(config.prices),
+    )
+    access = _access(store, metrics, clock)
     pipeline = Pipeline(
-        authenticator=Authenticator(store),
+        authenticator=access.authenticator,
         router=router,
         quota=Unlimited(),
         filters=[],
@@ -116,7 +146,42 @@ def build_gateway(config: Config) -> Gateway:
         spans=spans,
         metrics=metrics,
     )
-    return Gateway(config, store, http, providers, spans, metrics, pipeline)
+    return Gateway(config, store, http, providers, spans, metrics, pipeline, access)
+
+
+def _access(store: Store, metrics: Metrics, clock: Callable[[], float]) -> Access:
+    authenticator = Authenticator(store, metrics=metrics, clock=clock)
+    audit = AuditLog(store, clock=clock)
+    # A change through this process drops the key cache, so it holds from the very next request.
+    keyring = Keyring(store, audit, clock=clock, on_change=authenticator.forget)
+    return Access(authenticator, audit, keyring, Directory(store, audit, clock=clock))
+
+
+async def _trust_bootstrap_admin(gw: Gateway) -> None:
+    access = gw.access
+    secret_hash, generated = await bootstrap_admin(
+        gw.store, access.audit, gw.config.admin_key, clock=access.keyring.now
+    )
+    access.authenticator.trust_root(secret_hash)
+    if generated is not None:
+        # The one place a secret is printed: the operator has no other way to learn it.
+        print(
+            f"agentgw: generated the bootstrap admin key (shown only this once): {generated}\n"
+            "agentgw: set AGENTGW_ADMIN_KEY to choose it yourself.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _admin_routes(gw: Gateway) -> list[BaseRoute]:
+    api = load(ADMIN_API)(
+        keyring=gw.access.keyring,
+        directory=gw.access.directory,
+        audit=gw.access.audit,
+        authenticator=gw.access.authenticator,
+        max_body_bytes=gw.config.listen.max_body_bytes,
+    )
+    return cast(Ingress, api).routes()
 
 
 def _provider(cfg: ProviderConfig, http: Resource) -> Provider:
@@ -147,13 +212,14 @@ def _refuse_unbuilt(config: Config) -> None:
         raise ConfigError(f"{', '.join(unbuilt)}: not available in this build yet")
 
 
-def build_app(config: Config) -> Starlette:
+def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> Starlette:
     """The whole gateway as an ASGI app; the lifespan opens and closes every resource."""
-    gw = build_gateway(config)
+    gw = build_gateway(config, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gw.store.open()
+        await _trust_bootstrap_admin(gw)
         await gw.http.open()
         try:
             async with anyio.create_task_group() as tg:
@@ -182,6 +248,7 @@ def build_app(config: Config) -> Starlette:
             Ingress, load(target)(gw.pipeline, max_body_bytes=config.listen.max_body_bytes)
         )
         routes.extend(ingress.routes())
+    routes.extend(_admin_routes(gw))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -1,21 +1,18 @@
-"""The `agentgw` command: serve, sim, keys."""
+"""The `agentgw` command: serve, sim, keys, org, audit."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import anyio
-
-from core.access import DISPLAY_PREFIX_LEN, KeyRecord, Scopes, hash_secret, new_secret
-from core.app import build_app, load, open_store
-from core.config import Config, ConfigError, load_config
-from core.state import KeyAlreadyExists, Store
+from core.app import build_app, load
+from core.cli_audit import add_audit_commands
+from core.cli_keys import add_key_commands
+from core.cli_org import add_org_commands
+from core.cli_session import config_arg
+from core.config import ConfigError, load_config
 
 SIM_SERVER = "adapters.egress.sim_server"
 
@@ -36,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the gateway")
-    _config_arg(serve)
+    config_arg(serve)
     serve.add_argument("--host", help="listen address (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default from config: 8080)")
     serve.add_argument("--log-level", default="info")
@@ -57,33 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(run=_sim)
 
-    keys = sub.add_parser("keys", help="manage virtual keys")
-    ksub = keys.add_subparsers(required=True, metavar="ACTION")
-    create = ksub.add_parser("create", help="create a key; its secret is shown only this once")
-    _config_arg(create)
-    create.add_argument("--name", required=True)
-    create.add_argument("--org-path", required=True, help="department/team/project")
-    create.add_argument("--models", nargs="*", default=[], metavar="GLOB")
-    create.add_argument("--modalities", nargs="*", default=[])
-    create.add_argument("--egress", choices=["public", "private"], default="public")
-    create.add_argument("--app")
-    create.add_argument("--customer")
-    create.add_argument("--expires-in-days", type=float)
-    create.add_argument("--json", action="store_true", help="print one JSON object")
-    create.set_defaults(run=_keys_create)
-    lst = ksub.add_parser("list", help="list keys (never their secrets)")
-    _config_arg(lst)
-    lst.add_argument("--json", action="store_true")
-    lst.set_defaults(run=_keys_list)
-    revoke = ksub.add_parser("revoke", help="revoke a key at once")
-    _config_arg(revoke)
-    revoke.add_argument("id")
-    revoke.set_defaults(run=_keys_revoke)
+    add_key_commands(sub)
+    add_org_commands(sub)
+    add_audit_commands(sub)
     return p
-
-
-def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (default: the embedded default)")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -134,113 +108,6 @@ def _sim_options(args: argparse.Namespace) -> Any:
             "seed": args.seed,
         }
     )
-
-
-def _with_store(config: Config, work: Any) -> Any:
-    async def run() -> Any:
-        store = open_store(config.store)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.aclose()
-
-    return anyio.run(run)
-
-
-def _keys_create(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    secret = new_secret()
-    now = time.time()
-    record = KeyRecord(
-        id="key_" + uuid.uuid4().hex[:16],
-        name=args.name,
-        key_hash=hash_secret(secret),
-        prefix=secret[:DISPLAY_PREFIX_LEN],
-        org_path=_org_path(args.org_path),
-        app=args.app,
-        customer=args.customer,
-        scopes=Scopes(
-            models=tuple(args.models), modalities=tuple(args.modalities), egress=args.egress
-        ),
-        created_at=now,
-        expires_at=now + args.expires_in_days * 86400 if args.expires_in_days else None,
-    )
-
-    async def create(store: Store) -> None:
-        await store.create_key(record)
-
-    try:
-        _with_store(config, create)
-    except KeyAlreadyExists:
-        print(f"agentgw: a key named '{args.name}' exists already", file=sys.stderr)
-        return 1
-    out = {
-        "id": record.id,
-        "key": secret,
-        "name": record.name,
-        "org_path": record.org_path,
-        "prefix": record.prefix,
-    }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"created key {record.id} ({record.name}, {record.org_path})")
-        print(f"secret (shown only this once): {secret}")
-    return 0
-
-
-def _org_path(path: str) -> str:
-    parts = [p for p in path.strip().split("/") if p]
-    if (
-        not parts
-        or len(parts) > 3
-        or any(not p.replace("-", "").replace("_", "").isalnum() for p in parts)
-    ):
-        raise ConfigError(
-            f"--org-path: expected department/team/project of letters, digits, - and _ "
-            f"(got {path!r})"
-        )
-    return "/".join(parts)
-
-
-def _keys_list(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-
-    async def work(store: Store) -> list[KeyRecord]:
-        return await store.list_keys()
-
-    keys: list[KeyRecord] = _with_store(config, work)
-    rows = [
-        {
-            "id": k.id,
-            "name": k.name,
-            "prefix": k.prefix,
-            "org_path": k.org_path,
-            "status": k.status,
-            "models": list(k.scopes.models),
-        }
-        for k in keys
-    ]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for r in rows:
-            print(f"{r['id']}  {r['prefix']}…  {r['status']:8}  {r['org_path']}  {r['name']}")
-    return 0
-
-
-def _keys_revoke(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-
-    async def work(store: Store) -> bool:
-        return await store.set_key_status(args.id, "revoked")
-
-    if not _with_store(config, work):
-        print(f"agentgw: no key with id {args.id}", file=sys.stderr)
-        return 1
-    print(f"revoked {args.id}")
-    return 0
 
 
 if __name__ == "__main__":

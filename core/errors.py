@@ -14,8 +14,10 @@ their protocol's error shape; nothing derives a status from message text.
     ├── AuthenticationFailed       401  missing, unknown, expired or revoked key
     ├── PermissionDenied           403  outside the key's scopes
     ├── NotFound                   404  unknown model, route or object
+    ├── Conflict                   409  a duplicate name, or an object changed meanwhile
     ├── PayloadTooLarge            413
     ├── RateLimited                429  a limit of ours; carries retry_after
+    │   └── AuthThrottled          429  too many failed authentications from one address
     ├── QuotaExceeded              429  a budget of ours is spent
     ├── FilterUnavailable          503  a protecting filter failed (fail closed)
     ├── Internal                   500
@@ -102,6 +104,14 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Conflict(GatewayError):
+    """The change collides with what is stored (a duplicate name, a concurrent edit)."""
+
+    status_code = 409
+    code = "conflict"
+    type = "invalid_request_error"
+
+
 class PayloadTooLarge(GatewayError):
     status_code = 413
     code = "payload_too_large"
@@ -119,6 +129,12 @@ class RateLimited(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class AuthThrottled(RateLimited):
+    """Refused before the key is even looked at: this address failed too often."""
+
+    code = "too_many_failed_authentications"
 
 
 class QuotaExceeded(RateLimited):

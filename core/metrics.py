@@ -43,6 +43,16 @@ class Metrics:
             "agentgw_errors", "Errors by code and provider.", ["code", "provider"], registry=r
         )
         self.auth_failures = Counter("agentgw_auth_failures", "Failed authentications.", registry=r)
+        self.auth_lockouts = Counter(
+            "agentgw_auth_lockouts",
+            "Client addresses locked out after repeated failed authentication.",
+            registry=r,
+        )
+        self.auth_throttled = Counter(
+            "agentgw_auth_throttled",
+            "Requests refused because their address failed authentication too often.",
+            registry=r,
+        )
         self.pii_analyses = Counter("agentgw_pii_analyses", "PII analyzer runs.", registry=r)
         self.queue_depth = Gauge(
             "agentgw_write_queue_depth", "Spans waiting to be stored.", registry=r

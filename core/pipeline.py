@@ -18,9 +18,16 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from core.access import Authenticator, Principal, authorize_modality, authorize_model, bearer_secret
+from core.access import (
+    Authenticator,
+    Principal,
+    authorize_data_plane,
+    authorize_modality,
+    authorize_model,
+    bearer_secret,
+)
 from core.envelope import Envelope, StreamChunk, TraceContext, Usage
-from core.errors import AuthenticationFailed, GatewayError
+from core.errors import GatewayError
 from core.filtering import Continue, Filter, FilterContext, Reject, Rewrite
 from core.metering import PriceCatalog, estimate_prompt_tokens, estimate_tokens
 from core.metrics import Metrics
@@ -85,12 +92,12 @@ class Pipeline:
 
         Raises:
             AuthenticationFailed: no usable key.
+            AuthThrottled: the client's address failed authentication too often lately.
+            PermissionDenied: an admin-API key, or a client outside the key's IP allowlist.
         """
-        try:
-            principal = await self._auth.authenticate(bearer_secret(info.headers))
-        except AuthenticationFailed:
-            self._metrics.auth_failures.inc()
-            raise
+        # The Authenticator counts failures (agentgw_auth_failures_total) and lockouts itself.
+        principal = await self._auth.authenticate(bearer_secret(info.headers), client=info.client)
+        authorize_data_plane(principal)
         trace = trace_context(info.headers)
         span = Span(
             request_id=info.request_id,
@@ -189,7 +196,7 @@ class Pipeline:
     # -- stages ---------------------------------------------------------------------------
 
     def _admit(self, call: Call, env: Envelope) -> list[BoundTarget]:
-        """Authorize and resolve the route. Raises PermissionDenied or ModelNotFound."""
+        """Authorize, resolve the route and narrow its targets (see `Router.candidates`)."""
         span = call.span
         span.model_requested = env.model
         span.modality = env.modality.value
@@ -200,7 +207,7 @@ class Pipeline:
         authorize_modality(call.principal, env.modality.value)
         authorize_model(call.principal, env.model)
         route = self.router.route(env.model)
-        return self.router.candidates(route, call.principal.scopes.egress)
+        return self.router.candidates(route, env)
 
     def _filter_context(self, call: Call) -> FilterContext:
         return FilterContext(call.request_id, call.principal, call.span.span_id, call.state)
@@ -224,7 +231,12 @@ class Pipeline:
     async def _settle(
         self, call: Call, reservation: Reservation, target: BoundTarget, usage: Usage
     ) -> float | None:
-        cost = self._prices.cost(target.provider_name, target.model, usage)
+        if target.cache_hit:
+            # Served from the response cache: the tokens are metered, no upstream was paid.
+            call.span.flags.append("cache_hit")
+            cost: float | None = 0.0
+        else:
+            cost = self._prices.cost(target.provider_name, target.model, usage)
         if cost is None:
             call.span.flags.append("unpriced")
         span = call.span

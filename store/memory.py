@@ -1,30 +1,70 @@
 """`MemoryStore`: every table as a dict in this process, for unit tests and `memory://`.
 
 It keeps the SQLite backend's semantics where a caller could tell the difference: a write is all or
-nothing, duplicates are refused, `extra` must be JSON, and what comes back is a copy, so a span
-mutated after it was recorded does not change what is stored.
+nothing, duplicates are refused, a change based on a stale read is refused, an org unit needs its
+parent, `extra` must be JSON, and what comes back is a copy, so a span mutated after it was
+recorded does not change what is stored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import assert_never
 
 from core.access import KeyRecord
-from core.state import KeyAlreadyExists
+from core.audit import (
+    ZERO_HASH,
+    AuditDraft,
+    AuditedRecord,
+    AuditEvent,
+    AuditQuery,
+    Change,
+    Delete,
+    Insert,
+    Setting,
+    Update,
+    seal,
+)
+from core.orgs import PARTY_KINDS, OrgUnit, Party, PartyKind
+from core.state import AlreadyExists, KeyAlreadyExists, Stale
 from core.tracing import Span
+from store.rows import agent_sightings
 
 MEMORY_URL = "memory://"
+
+
+@dataclass(slots=True)
+class _Tables:
+    # Insertion order is creation order, which `list_keys` and `list_spans` rely on for ties.
+    keys: dict[str, KeyRecord] = field(default_factory=dict)
+    units: dict[str, OrgUnit] = field(default_factory=dict)
+    parties: dict[PartyKind, dict[str, Party]] = field(
+        default_factory=lambda: {kind: {} for kind in PARTY_KINDS}
+    )
+    settings: dict[str, Setting] = field(default_factory=dict)
+    events: list[AuditEvent] = field(default_factory=list)
+    head: tuple[int, str] | None = None
+
+    def copy(self) -> _Tables:
+        # Records are frozen, so copying the dicts is a full snapshot.
+        return _Tables(
+            dict(self.keys),
+            dict(self.units),
+            {kind: dict(rows) for kind, rows in self.parties.items()},
+            dict(self.settings),
+            list(self.events),
+            self.head,
+        )
 
 
 class MemoryStore:
     """A `core.state.Store` held in dicts; nothing survives the process."""
 
     def __init__(self) -> None:
-        # Insertion order is creation order, which `list_keys` and `list_spans` rely on for ties.
-        self._keys: dict[str, KeyRecord] = {}
-        self._key_ids_by_hash: dict[str, str] = {}
+        self._t = _Tables()
         self._spans: dict[str, Span] = {}
 
     @classmethod
@@ -45,44 +85,85 @@ class MemoryStore:
         """Nothing to close; the data stays until the object is dropped."""
 
     async def find_key(self, key_hash: str) -> KeyRecord | None:
-        """The key with this secret hash, whatever its status; None if there is none."""
-        key_id = self._key_ids_by_hash.get(key_hash)
-        return None if key_id is None else self._keys[key_id]
+        """The key whose current or previous secret has this hash, whatever its status."""
+        for record in self._t.keys.values():
+            if key_hash in (record.key_hash, record.previous_hash):
+                return record
+        return None
 
     async def create_key(self, record: KeyRecord) -> None:
-        """Store a new key.
+        """Store a new key, unaudited.
 
         Raises:
             KeyAlreadyExists: the id, the name or the hash is taken.
         """
-        taken = (
-            record.id in self._keys
-            or record.key_hash in self._key_ids_by_hash
-            or any(k.name == record.name for k in self._keys.values())
-        )
-        if taken:
-            raise KeyAlreadyExists(f"a key with id {record.id!r} or name {record.name!r} exists")
-        self._keys[record.id] = record
-        self._key_ids_by_hash[record.key_hash] = record.id
+        _insert(self._t, record)
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         """The key with that id, or None."""
-        return self._keys.get(key_id)
+        return self._t.keys.get(key_id)
 
     async def list_keys(self) -> list[KeyRecord]:
         """Every key, oldest first (by `created_at`, then by creation order)."""
-        return sorted(self._keys.values(), key=lambda k: k.created_at)
+        return sorted(self._t.keys.values(), key=lambda k: k.created_at)
 
     async def set_key_status(self, key_id: str, status: str) -> bool:
-        """Change a key's status; False when there is no such key."""
-        record = self._keys.get(key_id)
+        """Change a key's status, unaudited; False when there is no such key."""
+        record = self._t.keys.get(key_id)
         if record is None:
             return False
-        self._keys[key_id] = replace(record, status=status)
+        self._t.keys[key_id] = replace(record, status=status)
         return True
 
+    async def get_org_unit(self, path: str) -> OrgUnit | None:
+        """The unit with that path, or None."""
+        return self._t.units.get(path)
+
+    async def list_org_units(self) -> list[OrgUnit]:
+        """Every unit, by path (so a parent comes before its children)."""
+        return [self._t.units[p] for p in sorted(self._t.units)]
+
+    async def get_party(self, kind: PartyKind, party_id: str) -> Party | None:
+        """The customer, app or agent with that id, or None."""
+        return self._t.parties[kind].get(party_id)
+
+    async def list_parties(self, kind: PartyKind) -> list[Party]:
+        """Every customer, app or agent, by id."""
+        rows = self._t.parties[kind]
+        return [rows[i] for i in sorted(rows)]
+
+    async def get_setting(self, name: str) -> str | None:
+        """A stored setting, or None."""
+        setting = self._t.settings.get(name)
+        return None if setting is None else setting.value
+
+    async def commit(self, changes: Sequence[Change], draft: AuditDraft) -> AuditEvent:
+        """Apply `changes` and append `draft` as the next event: all of it or, on error, none.
+
+        Raises:
+            AlreadyExists: an insert collides with a stored id or unique name.
+            Stale: an update or delete found the record changed or gone.
+        """
+        staged = self._t.copy()
+        for change in changes:
+            _apply(staged, change)
+        last_id, last_hash = staged.head or (0, ZERO_HASH)
+        event = seal(draft, last_id + 1, last_hash)
+        staged.events.append(event)
+        staged.head = (event.id, event.hash)
+        self._t = staged
+        return event
+
+    async def audit_events(self, query: AuditQuery) -> list[AuditEvent]:
+        """The events matching `query`, by id, at most `query.limit` of them."""
+        return [e for e in self._t.events if query.matches(e)][: query.limit]
+
+    async def audit_head(self) -> tuple[int, str] | None:
+        """The id and hash of the last event written."""
+        return self._t.head
+
     async def record_spans(self, spans: Sequence[Span]) -> None:
-        """Store a batch of spans: all of them or, on any error, none.
+        """Store a batch of spans, all of them or none, registering agents seen the first time.
 
         Raises:
             ValueError: a `request_id` is stored already or appears twice in the batch.
@@ -96,17 +177,135 @@ class MemoryStore:
             seen.add(span.request_id)
         for span in copies:
             self._spans[span.request_id] = span
+        agents = self._t.parties["agent"]
+        for agent_id, org_path, first, last in agent_sightings(copies):
+            known = agents.get(agent_id)
+            if known is None:
+                agents[agent_id] = Party("agent", agent_id, "", org_path, {}, first, first, last)
+            else:
+                agents[agent_id] = replace(known, last_seen=max(known.last_seen or 0.0, last))
 
     async def list_spans(self) -> list[Span]:
         """Every span, by `started_at`, then in the order they were recorded."""
         return sorted((_copy(s) for s in self._spans.values()), key=lambda s: s.started_at)
 
 
+def _apply(t: _Tables, change: Change) -> None:
+    match change:
+        case Insert(record=record):
+            _insert(t, record)
+        case Update(before=before, after=after):
+            if _identity(before) != _identity(after):
+                raise ValueError("an update cannot change a record's table or primary key")
+            _expect(t, before)
+            stored = _stored(t, before)
+            if isinstance(after, Party) and isinstance(stored, Party):
+                after = replace(after, last_seen=stored.last_seen)  # traffic's, not the admin's
+            _put(t, after, replacing=True)
+        case Delete(record=record):
+            _expect(t, record)
+            if isinstance(record, OrgUnit) and any(
+                u.parent == record.path for u in t.units.values()
+            ):
+                raise Stale(f"org unit {record.path} still has child units")
+            _delete(t, record)
+        case _:
+            assert_never(change)
+
+
+def _identity(record: AuditedRecord) -> tuple[str, str]:
+    match record:
+        case KeyRecord():
+            return ("key", record.id)
+        case OrgUnit():
+            return ("org_unit", record.path)
+        case Party():
+            return (record.kind, record.id)
+        case Setting():
+            return ("setting", record.name)
+        case _:
+            assert_never(record)
+
+
+def _stored(t: _Tables, record: AuditedRecord) -> AuditedRecord | None:
+    match record:
+        case KeyRecord():
+            return t.keys.get(record.id)
+        case OrgUnit():
+            return t.units.get(record.path)
+        case Party():
+            return t.parties[record.kind].get(record.id)
+        case Setting():
+            return t.settings.get(record.name)
+        case _:
+            assert_never(record)
+
+
+def _expect(t: _Tables, record: AuditedRecord) -> None:
+    stored = _stored(t, record)
+    if isinstance(stored, Party) and isinstance(record, Party):
+        # Traffic moves `last_seen` behind the admin's back; it is not part of the record's state.
+        stored = replace(stored, last_seen=record.last_seen)
+    if stored != record:
+        raise Stale(
+            f"{_identity(record)[0]} {_identity(record)[1]} is gone or was changed meanwhile"
+        )
+
+
+def _insert(t: _Tables, record: AuditedRecord) -> None:
+    if _stored(t, record) is not None:
+        raise _taken(record)
+    _put(t, record, replacing=False)
+
+
+def _put(t: _Tables, record: AuditedRecord, *, replacing: bool) -> None:
+    match record:
+        case KeyRecord():
+            hashes = {record.key_hash, record.previous_hash} - {None}
+            for other in t.keys.values():
+                if replacing and other.id == record.id:
+                    continue
+                if other.name == record.name or hashes & {other.key_hash, other.previous_hash}:
+                    raise _taken(record)
+            t.keys[record.id] = record
+        case OrgUnit():
+            if record.parent is not None and record.parent not in t.units:
+                raise Stale(f"org unit {record.path}: its parent {record.parent} is gone")
+            t.units[record.path] = record
+        case Party():
+            t.parties[record.kind][record.id] = record
+        case Setting():
+            t.settings[record.name] = record
+        case _:
+            assert_never(record)
+
+
+def _delete(t: _Tables, record: AuditedRecord) -> None:
+    match record:
+        case KeyRecord():
+            del t.keys[record.id]
+        case OrgUnit():
+            del t.units[record.path]
+        case Party():
+            del t.parties[record.kind][record.id]
+        case Setting():
+            del t.settings[record.name]
+        case _:
+            assert_never(record)
+
+
+def _taken(record: AuditedRecord) -> AlreadyExists:
+    kind, ident = _identity(record)
+    if isinstance(record, KeyRecord):
+        return KeyAlreadyExists(f"a key with id {record.id!r} or name {record.name!r} exists")
+    return AlreadyExists(f"{kind} {ident}: the id or a unique name is taken")
+
+
 def _copy(span: Span) -> Span:
     # `extra` goes through JSON as it does in SQLite, so a value only memory could hold fails here.
     return replace(
         span,
-        attempts=[replace(a) for a in span.attempts],
+        attempts=[dataclasses.replace(a) for a in span.attempts],
         flags=list(span.flags),
         extra=json.loads(json.dumps(span.extra)),
     )

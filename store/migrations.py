@@ -123,7 +123,82 @@ CREATE INDEX redaction_events_at ON redaction_events (at);
 CREATE INDEX redaction_events_request_id ON redaction_events (request_id);
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, _KEYS_SPANS_AUDIT),)
+# Version 2: key lifecycle (tags, rotation grace, lineage), the organization model, settings, and
+# the audit chain's role column and head record (the head is what reveals a deleted last event).
+_ACCESS_AND_ORGANIZATION = """
+ALTER TABLE keys ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE keys ADD COLUMN updated_at REAL NOT NULL DEFAULT 0;
+UPDATE keys SET updated_at = created_at;
+ALTER TABLE keys ADD COLUMN previous_hash TEXT;
+ALTER TABLE keys ADD COLUMN previous_prefix TEXT;
+ALTER TABLE keys ADD COLUMN retires_at REAL;
+ALTER TABLE keys ADD COLUMN rotated_at REAL;
+CREATE UNIQUE INDEX keys_previous_hash ON keys (previous_hash);
+CREATE INDEX keys_org_path ON keys (org_path);
+
+ALTER TABLE audit_events ADD COLUMN actor_role TEXT NOT NULL DEFAULT '';
+CREATE INDEX audit_events_actor ON audit_events (actor);
+CREATE INDEX audit_events_object ON audit_events (object);
+CREATE INDEX audit_events_action ON audit_events (action);
+
+CREATE TABLE audit_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_id INTEGER NOT NULL,
+    last_hash TEXT NOT NULL
+);
+
+CREATE TABLE org_units (
+    path TEXT PRIMARY KEY,
+    parent TEXT REFERENCES org_units (path),
+    level TEXT NOT NULL,
+    title TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX org_units_parent ON org_units (parent);
+
+CREATE TABLE customers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    org_path TEXT,
+    tags TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seen REAL
+);
+
+CREATE TABLE apps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    org_path TEXT,
+    tags TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seen REAL
+);
+
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    org_path TEXT,
+    tags TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seen REAL
+);
+
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, _KEYS_SPANS_AUDIT),
+    Migration(2, _ACCESS_AND_ORGANIZATION),
+)
 """Every migration, oldest first; the last one's version is the schema this build writes."""
 
 

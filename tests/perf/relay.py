@@ -1,0 +1,88 @@
+"""The minimal relay: the floor that agentgw's overhead is measured against.
+
+A Starlette app under uvicorn that forwards the POST body to one upstream URL with the client
+agentgw uses for egress (aiohttp, one shared session) and relays the reply, a stream chunk by
+chunk. No auth, no parsing, no spans: whatever agentgw costs on top of this is its own.
+
+    python -m tests.perf.relay --port 9100 --upstream http://127.0.0.1:9000/v1/chat/completions
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import aiohttp
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+_HEADERS = {"content-type": "application/json"}
+
+
+class Relay:
+    """Forwards every POST to `upstream` over one pooled aiohttp session."""
+
+    def __init__(self, upstream: str) -> None:
+        self._upstream = upstream
+        self._session: aiohttp.ClientSession | None = None
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            self._session = session
+            yield
+
+    async def forward(self, request: Request) -> Response:
+        assert self._session is not None, "used outside the lifespan"
+        body = await request.body()
+        resp = await self._session.post(self._upstream, data=body, headers=_HEADERS)
+        if resp.content_type != "text/event-stream":
+            try:
+                data = await resp.read()
+            finally:
+                resp.release()
+            return Response(data, resp.status, media_type=resp.content_type)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+            finally:
+                resp.release()
+
+        return StreamingResponse(chunks(), resp.status, media_type="text/event-stream")
+
+
+def build_relay(upstream: str) -> Starlette:
+    """The relay app for one upstream URL."""
+    relay = Relay(upstream)
+    return Starlette(
+        routes=[Route("/v1/chat/completions", relay.forward, methods=["POST"])],
+        lifespan=relay.lifespan,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--upstream", required=True, help="full URL of the upstream endpoint")
+    args = p.parse_args(argv)
+    # The same server settings as `agentgw serve`: uvloop + httptools, no access log.
+    uvicorn.Server(
+        uvicorn.Config(
+            build_relay(args.upstream),
+            host="127.0.0.1",
+            port=args.port,
+            log_level="info",
+            access_log=False,
+        )
+    ).run()
+
+
+if __name__ == "__main__":
+    main()
