@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import anyio
+
 from core.errors import AuthenticationFailed, AuthThrottled, PermissionDenied
 from core.lockout import FailureLedger, MemoryFailureLedger
 from core.metrics import Metrics
@@ -222,6 +224,8 @@ class Authenticator:
         self._failures = failures or MemoryFailureLedger()
         self._metrics = metrics
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._inflight: dict[str, anyio.Event] = {}
+        self._generation = 0
         self._root: str | None = None
 
     def trust_root(self, secret_hash: str | None) -> None:
@@ -269,13 +273,31 @@ class Authenticator:
 
     def forget(self) -> None:
         """Drop every cached lookup (after a local change to a key)."""
+        self._generation += 1
         self._cache.clear()
 
     async def _lookup(self, digest: str, now: float) -> KeyRecord | None:
+        # One store lookup per key at a time. When an entry expires, the first caller refreshes
+        # it and the others keep the last answer for those few milliseconds: without this,
+        # every request in flight queued on the store at once each time the TTL ran out.
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
+        if cached is not None and (cached[0] > now or digest in self._inflight):
             return cached[1]
-        record = await self._keys.find_key(digest)
+        pending = self._inflight.get(digest)
+        if pending is not None:  # a first lookup of this key is under way: share it
+            await pending.wait()
+            cached = self._cache.get(digest)
+            if cached is not None:
+                return cached[1]
+        done = self._inflight[digest] = anyio.Event()
+        generation = self._generation
+        try:
+            record = await self._keys.find_key(digest)
+        finally:
+            del self._inflight[digest]
+            done.set()
+        if generation != self._generation:
+            return record  # a key changed meanwhile: use this answer once, cache none of it
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now + self._ttl, record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import get_args
 
+import anyio
 import pytest
 
 from core.access import (
@@ -244,3 +245,80 @@ def test_bearer_and_x_api_key_headers_carry_the_secret() -> None:
 
 def test_the_role_lists_agree() -> None:
     assert set(ROLES) == set(get_args(Role))
+
+
+class GatedStore(MemoryStore):
+    """A store whose key lookups read at once, then hold the answer until the gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+        self.gate = anyio.Event()
+
+    async def find_key(self, key_hash: str) -> KeyRecord | None:
+        self.lookups += 1
+        record = await super().find_key(key_hash)
+        await self.gate.wait()
+        return record
+
+
+@pytest.mark.anyio
+async def test_concurrent_callers_share_one_lookup_when_a_key_is_first_seen() -> None:
+    store = GatedStore()
+    await store.create_key(key())
+    auth = Authenticator(store, clock=Clock())
+    results: list[Principal] = []
+
+    async def call() -> None:
+        results.append(await auth.authenticate("agw_current"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        store.gate.set()
+    assert store.lookups == 1
+    assert len(results) == 20
+
+
+@pytest.mark.anyio
+async def test_an_expired_entry_is_refreshed_once_while_other_callers_keep_the_last_answer() -> (
+    None
+):
+    clock = Clock()
+    store = GatedStore()
+    store.gate.set()
+    await store.create_key(key())
+    auth = Authenticator(store, clock=clock)
+    await auth.authenticate("agw_current")
+    store.gate = anyio.Event()  # the next lookup hangs until released
+    clock.advance(5)
+    served: list[Principal] = []
+
+    async def call() -> None:
+        served.append(await auth.authenticate("agw_current"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        assert len(served) == 19  # nobody but the refresher waited on the store
+        store.gate.set()
+    assert store.lookups == 2
+    assert len(served) == 20
+
+
+@pytest.mark.anyio
+async def test_a_refresh_that_started_before_a_change_is_not_cached() -> None:
+    clock = Clock()
+    store = GatedStore()
+    await store.create_key(key())
+    auth = Authenticator(store, clock=clock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(auth.authenticate, "agw_current")
+        await anyio.wait_all_tasks_blocked()
+        await store.set_key_status("key_1", "revoked")  # the lookup already read "active"…
+        auth.forget()  # …and the revoking process says so
+        store.gate.set()
+    with pytest.raises(AuthenticationFailed):
+        await auth.authenticate("agw_current")
