@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+@dataclass(frozen=True, slots=True)
+class CallSeries:
+    """The labelled series one kind of call updates, looked up once and kept."""
+
+    requests: Counter
+    duration: Histogram
+    ttft: Histogram
+    input_tokens: Counter
+    output_tokens: Counter
+    cached_tokens: Counter
+    reasoning_tokens: Counter
+    cost: Counter
+
+
 class Metrics:
     """Every metric the gateway exports."""
 
     def __init__(self) -> None:
+        self._series: dict[tuple[str, str, str], CallSeries] = {}
+        self._attempt_series: dict[tuple[str, str], Counter] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -63,6 +80,30 @@ class Metrics:
             ["provider", "outcome"],
             registry=r,
         )
+
+    def call_series(self, route: str, model: str, status: str) -> CallSeries:
+        """The series for calls of this route, model and status (a dict hit after the first)."""
+        key = (route, model, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = CallSeries(
+                requests=self.requests.labels(route, model, status),
+                duration=self.duration.labels(route),
+                ttft=self.ttft.labels(route),
+                input_tokens=self.tokens.labels("input", model),
+                output_tokens=self.tokens.labels("output", model),
+                cached_tokens=self.tokens.labels("cached", model),
+                reasoning_tokens=self.tokens.labels("reasoning", model),
+                cost=self.cost.labels(model),
+            )
+        return series
+
+    def attempt_series(self, provider: str, outcome: str) -> Counter:
+        key = (provider, outcome)
+        series = self._attempt_series.get(key)
+        if series is None:
+            series = self._attempt_series[key] = self.attempts.labels(provider, outcome)
+        return series
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(lambda: float(depth()))

@@ -298,24 +298,28 @@ class Pipeline:
         span.output_tokens = usage.output_tokens
         span.cached_tokens = usage.cached_tokens
         span.reasoning_tokens = usage.reasoning_tokens
-        m = self._metrics
+        # A model name the router does not know is client input: never a label value, or any
+        # client could grow the metrics without bound.
         model = span.model_requested or ""
-        m.requests.labels(span.route, model, span.status).inc()
-        m.duration.labels(span.route).observe(span.latency_ms / 1000)
+        if not self.router.knows(model):
+            model = "unknown"
+        series = self._metrics.call_series(span.route, model, span.status)
+        series.requests.inc()
+        series.duration.observe(span.latency_ms / 1000)
         if span.ttft_ms is not None:
-            m.ttft.labels(span.route).observe(span.ttft_ms / 1000)
-        for kind, n in (
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cached", usage.cached_tokens),
-            ("reasoning", usage.reasoning_tokens),
-        ):
-            if n:
-                m.tokens.labels(kind, model).inc(n)
+            series.ttft.observe(span.ttft_ms / 1000)
+        if usage.input_tokens:
+            series.input_tokens.inc(usage.input_tokens)
+        if usage.output_tokens:
+            series.output_tokens.inc(usage.output_tokens)
+        if usage.cached_tokens:
+            series.cached_tokens.inc(usage.cached_tokens)
+        if usage.reasoning_tokens:
+            series.reasoning_tokens.inc(usage.reasoning_tokens)
         if span.cost_usd:
-            m.cost.labels(model).inc(span.cost_usd)
+            series.cost.inc(span.cost_usd)
         for attempt in span.attempts:
-            m.attempts.labels(attempt.provider, attempt.status).inc()
+            self._metrics.attempt_series(attempt.provider, attempt.status).inc()
         await self._spans.submit(span)
 
 

@@ -100,6 +100,10 @@ class Router:
     def names(self) -> list[str]:
         return sorted(self._routes)
 
+    def knows(self, name: str) -> bool:
+        """Whether a virtual model of that name exists (cheap: no list is built)."""
+        return name in self._routes
+
     def route(self, name: str) -> Route:
         """Raises:
         ModelNotFound: no virtual model has that name.
@@ -240,9 +244,13 @@ class Router:
         self.load.started(target.key)
         started = self._clock()
         error: GatewayError | None = None
+        upstream = dataclasses.replace(env, model=target.model)
         try:
-            with anyio.fail_after(target.timeout_seconds):
-                reply = await target.provider.send(dataclasses.replace(env, model=target.model))
+            if target.timeout_seconds is None:  # the provider's own total timeout applies
+                reply = await target.provider.send(upstream)
+            else:
+                with anyio.fail_after(target.timeout_seconds):
+                    reply = await target.provider.send(upstream)
         except TimeoutError as exc:
             error = UpstreamTimeout(
                 f"'{target.key}' did not answer within {target.timeout_seconds}s."

@@ -313,3 +313,25 @@ def test_unknown_route_is_a_json_404(deployment: Deployment) -> None:
     resp = httpx.get(deployment.gateway.url + "/v1/nothing-here")
     assert resp.status_code == 404
     assert resp.json()["error"]["code"] == "not_found"
+
+
+def test_metrics_count_calls_and_never_label_with_client_supplied_model_names(
+    deployment: Deployment,
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    invented = "model-made-up-by-a-client-7f3a"
+    assert post(deployment, json.dumps({"model": invented, "messages": MESSAGES})).status_code
+    gateway_client(deployment).chat.completions.create(model="chat", messages=MESSAGES)
+    text = httpx.get(deployment.gateway.url + "/metrics").text
+    assert invented not in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = families["agentgw_requests"].samples
+    ok_chat = [
+        s for s in requests if s.labels.get("model") == "chat" and s.labels["status"] == "ok"
+    ]
+    assert ok_chat
+    assert ok_chat[0].value >= 1
+    assert any(s.labels.get("model") == "unknown" for s in requests)
+    tokens = families["agentgw_tokens"].samples
+    assert any(s.labels == {"kind": "input", "model": "chat"} and s.value > 0 for s in tokens)
