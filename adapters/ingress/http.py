@@ -7,7 +7,6 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any, TypeVar
 
 import anyio
-import anyio.abc
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -113,36 +112,18 @@ class SSEResponse(Response):
         self._source = source
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The source runs in its own task and the sender writes everything already queued in
-        # one message: an upstream read usually carries several events, and a socket write per
-        # event was the largest cost of a relayed stream. Nothing waits to batch.
-        queue_in, queue_out = anyio.create_memory_object_stream[bytes](64)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_disconnect, receive, tg.cancel_scope)
-                tg.start_soon(self._produce, queue_in)
                 start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                 await send(start)
-                async with queue_out:
-                    async for data in queue_out:
-                        parts = [data]
-                        while True:
-                            try:
-                                parts.append(queue_out.receive_nowait())
-                            except (anyio.WouldBlock, anyio.EndOfStream):
-                                break
-                        body = parts[0] if len(parts) == 1 else b"".join(parts)
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                async for data in self._source:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._source.aclose()
-
-    async def _produce(self, queue: anyio.abc.ObjectSendStream[bytes]) -> None:
-        async with queue:
-            async for data in self._source:
-                await queue.send(data)
 
     @staticmethod
     async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
