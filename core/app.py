@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import anyio
@@ -29,10 +30,12 @@ from core.access import Authenticator
 from core.audit import AuditLog
 from core.config import Config, ConfigError
 from core.config import Provider as ProviderConfig
+from core.config_reload import reload_on_sighup
 from core.directory import Directory
 from core.keyring import Keyring, bootstrap_admin
 from core.metering import PriceCatalog
 from core.metrics import Metrics
+from core.model_registry import ModelRegistry
 from core.pipeline import Pipeline
 from core.provider import Provider
 from core.quota import Unlimited
@@ -110,6 +113,7 @@ class Gateway:
     metrics: Metrics
     pipeline: Pipeline
     access: Access
+    models: ModelRegistry
     ready: bool = False
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -135,6 +139,7 @@ def build_gateway(config: Config, *, clock: Callable[[], float] = time.time) -> 
         providers,
         {p.name: p.network for p in config.providers},
         prices=PriceCatalog(config.prices),
+        dropped={p.name: frozenset(p.quirks.drop_params) for p in config.providers},
     )
     access = _access(store, metrics, clock)
     pipeline = Pipeline(
@@ -146,7 +151,8 @@ def build_gateway(config: Config, *, clock: Callable[[], float] = time.time) -> 
         spans=spans,
         metrics=metrics,
     )
-    return Gateway(config, store, http, providers, spans, metrics, pipeline, access)
+    models = ModelRegistry(store, access.audit, router, config.models, providers, clock=clock)
+    return Gateway(config, store, http, providers, spans, metrics, pipeline, access, models)
 
 
 def _access(store: Store, metrics: Metrics, clock: Callable[[], float]) -> Access:
@@ -179,6 +185,7 @@ def _admin_routes(gw: Gateway) -> list[BaseRoute]:
         directory=gw.access.directory,
         audit=gw.access.audit,
         authenticator=gw.access.authenticator,
+        models=gw.models,
         max_body_bytes=gw.config.listen.max_body_bytes,
     )
     return cast(Ingress, api).routes()
@@ -212,18 +219,32 @@ def _refuse_unbuilt(config: Config) -> None:
         raise ConfigError(f"{', '.join(unbuilt)}: not available in this build yet")
 
 
-def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> Starlette:
-    """The whole gateway as an ASGI app; the lifespan opens and closes every resource."""
+def build_app(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    config_path: str | Path | None = None,
+) -> Starlette:
+    """The whole gateway as an ASGI app; the lifespan opens and closes every resource.
+
+    With `config_path`, SIGHUP reloads that file's model routing (`core.config_reload`).
+
+    Raises:
+        ConfigError: the config asks for something this build cannot provide.
+    """
     gw = build_gateway(config, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gw.store.open()
         await _trust_bootstrap_admin(gw)
+        await gw.models.open()
         await gw.http.open()
         try:
             async with anyio.create_task_group() as tg:
                 gw.spans.start(tg)
+                if config_path is not None:
+                    tg.start_soon(reload_on_sighup, config_path, config, gw.models)
                 gw.ready = True
                 try:
                     yield
@@ -231,6 +252,7 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> Star
                     gw.ready = False
                     with anyio.CancelScope(shield=True):
                         await gw.spans.aclose()
+                    tg.cancel_scope.cancel()  # the SIGHUP watcher runs until told to stop
         finally:
             with anyio.CancelScope(shield=True):
                 for provider in gw.providers.values():

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.access import KeyRecord, Principal
+from core.model_versions import ModelVersion
 from core.orgs import OrgUnit, Party
 from core.timestamps import iso
 
@@ -144,7 +145,7 @@ class Setting:
     updated_at: float = 0.0
 
 
-AuditedRecord = KeyRecord | OrgUnit | Party | Setting
+AuditedRecord = KeyRecord | OrgUnit | Party | Setting | ModelVersion
 
 
 @dataclass(frozen=True, slots=True)

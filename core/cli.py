@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -64,7 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     config = load_config(args.config)
-    app = build_app(config)
+    _log_to_stderr()
+    app = build_app(config, config_path=args.config)
     host = args.host or config.listen.host
     port = config.listen.port if args.port is None else args.port
     server = uvicorn.Server(
@@ -81,6 +83,16 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"agentgw listening on http://{host}:{port}", file=sys.stderr, flush=True)
     server.run()
     return 0 if server.started else 1
+
+
+def _log_to_stderr() -> None:
+    # The gateway's own notices (config reloads, dropped spans) go to stderr next to uvicorn's.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("agentgw: %(levelname)s %(name)s: %(message)s"))
+    gateway = logging.getLogger("agentgw")
+    gateway.addHandler(handler)
+    gateway.setLevel(logging.INFO)
+    gateway.propagate = False
 
 
 def _sim(args: argparse.Namespace) -> int:

@@ -35,6 +35,15 @@ class Listen(_Model):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, gt=0)
 
 
+class Quirks(_Model):
+    """What an OpenAI-wire upstream does differently: applied by its egress, noted on the span."""
+
+    # The name this upstream wants for the output-token limit (None: as the client sent it).
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] | None = None
+    # Request fields this upstream refuses; removed before sending, each noted on the span.
+    drop_params: list[str] = Field(default_factory=list)
+
+
 class Provider(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     type: Literal["openai", "anthropic", "sim"]
@@ -42,6 +51,7 @@ class Provider(_Model):
     api_key: str | None = None
     network: Literal["private", "public"] = "public"
     headers: dict[str, str] = Field(default_factory=dict)
+    quirks: Quirks = Field(default_factory=Quirks)
     timeout_seconds: float = Field(600.0, gt=0)
     connect_timeout_seconds: float = Field(5.0, gt=0)
     # Options of the built-in simulated model (type: sim).

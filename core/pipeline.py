@@ -135,6 +135,7 @@ class Pipeline:
             fctx = self._filter_context(call)
             env = await self._request_filters(env, fctx)
             reply, target = await self.router.send(env, targets, call.span.attempts)
+            _note_dropped(call, env, target)
             # What the upstream consumed is owed even if a response filter rejects the reply.
             usage = reply.usage or self._estimate(call, env, reply.text())
             served = (target, usage)
@@ -169,6 +170,7 @@ class Pipeline:
             first, upstream, target = await self.router.open_stream(
                 env, targets, call.span.attempts
             )
+            _note_dropped(call, env, target)
         except GatewayError as exc:
             if reservation is not None:
                 await self._quota.settle(reservation, Usage(), None)
@@ -346,3 +348,11 @@ async def _close(it: AsyncIterator[StreamChunk]) -> None:
     aclose = getattr(it, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _note_dropped(call: Call, env: Envelope, target: BoundTarget) -> None:
+    # The egress removes these by the same config; the span says what the client asked for
+    # that this upstream never saw.
+    if target.drop_params:
+        sent = target.drop_params & (env.params.keys() | env.extra.keys())
+        call.span.flags.extend(f"dropped:{name}" for name in sorted(sent))

@@ -1,9 +1,9 @@
 """Who may do what on the admin surface.
 
     role         may
-    admin        everything
-    security     read keys, org, audit and redaction data
-    finance      read org and spend
+    admin        everything (the only role that changes model routing)
+    security     read keys, org, audit, redaction data and model routing
+    finance      read org, spend and model routing
     team-owner   read org; read and manage the `user` keys within its own org path
     user         nothing here: a data-plane key (and only a data-plane key may call models)
 
@@ -29,6 +29,8 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     SPEND_READ = "spend:read"
     REDACTIONS_READ = "redactions:read"
+    MODELS_READ = "models:read"
+    MODELS_WRITE = "models:write"
 
 
 GRANTS: Mapping[str, frozenset[Permission]] = {
@@ -39,9 +41,10 @@ GRANTS: Mapping[str, frozenset[Permission]] = {
             Permission.ORG_READ,
             Permission.AUDIT_READ,
             Permission.REDACTIONS_READ,
+            Permission.MODELS_READ,
         }
     ),
-    "finance": frozenset({Permission.ORG_READ, Permission.SPEND_READ}),
+    "finance": frozenset({Permission.ORG_READ, Permission.SPEND_READ, Permission.MODELS_READ}),
     "team-owner": frozenset({Permission.KEYS_READ, Permission.KEYS_WRITE, Permission.ORG_READ}),
 }
 

@@ -54,6 +54,7 @@ _T = TypeVar("_T")
 class Router:
     """Maps virtual model names to routes and runs the failover loop over their targets.
 
+    `dropped` names, per provider, the request fields its quirks remove (noted on spans).
     `clock` (monotonic seconds) drives circuit breakers, latencies and timeouts' deadlines;
     `wall_clock` (epoch seconds) drives `hours` windows, read in UTC; `sleep` waits out backoff.
     All three are injectable so tests control time.
@@ -72,9 +73,11 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        dropped: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._providers = dict(providers)
         self._networks = dict(networks)
+        self._dropped = dict(dropped or {})
         self._rng = rng or random.Random()
         self.load = TargetLoad()
         self.circuits: CircuitStore = circuits or MemoryCircuitStore()
@@ -94,7 +97,9 @@ class Router:
         self._routes = self._bind(models)
 
     def _bind(self, models: Sequence[VirtualModel]) -> dict[str, Route]:
-        return {vm.name: bind_route(vm, self._providers, self._networks) for vm in models}
+        return {
+            vm.name: bind_route(vm, self._providers, self._networks, self._dropped) for vm in models
+        }
 
     @property
     def names(self) -> list[str]:

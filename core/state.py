@@ -12,6 +12,7 @@ from typing import Protocol
 
 from core.access import KeyRecord, KeyStore
 from core.audit import AuditStore
+from core.model_versions import ModelVersionStore
 from core.orgs import OrgUnit, Party, PartyKind
 from core.tracing import SpanStore
 
@@ -72,7 +73,7 @@ class OrgDirectory(Protocol):
         ...
 
 
-class Store(KeyRegistry, OrgDirectory, AuditStore, SpanStore, Protocol):
+class Store(KeyRegistry, OrgDirectory, AuditStore, SpanStore, ModelVersionStore, Protocol):
     """A whole backend: opened once in the lifespan, closed at shutdown."""
 
     async def open(self) -> None:

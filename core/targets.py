@@ -71,6 +71,8 @@ class BoundTarget:
     first_byte_timeout_seconds: float | None = None
     circuit: Circuit = field(default_factory=Circuit)
     cache_hit: bool = False
+    # Request fields the provider's quirks remove before sending (see `core.config.Quirks`).
+    drop_params: frozenset[str] = frozenset()
 
     @property
     def key(self) -> str:
@@ -95,9 +97,14 @@ class Route:
 
 
 def bind_route(
-    vm: VirtualModel, providers: Mapping[str, Provider], networks: Mapping[str, str]
+    vm: VirtualModel,
+    providers: Mapping[str, Provider],
+    networks: Mapping[str, str],
+    dropped: Mapping[str, frozenset[str]] | None = None,
 ) -> Route:
     """A configured virtual model with its targets' providers resolved.
+
+    `dropped` names, per provider, the request fields its quirks remove.
 
     Raises:
         KeyError: a target names a provider missing from `providers` or `networks`.
@@ -118,6 +125,7 @@ def bind_route(
             timeout_seconds=t.timeout_seconds,
             first_byte_timeout_seconds=t.first_byte_timeout_seconds,
             circuit=vm.circuit,
+            drop_params=(dropped or {}).get(t.provider, frozenset()),
         )
         for t in vm.targets
     )

@@ -28,6 +28,7 @@ from core.audit import (
     Update,
     seal,
 )
+from core.model_versions import ModelVersion
 from core.orgs import PARTY_KINDS, OrgUnit, Party, PartyKind
 from core.state import AlreadyExists, KeyAlreadyExists, Stale
 from core.tracing import Span
@@ -45,6 +46,7 @@ class _Tables:
         default_factory=lambda: {kind: {} for kind in PARTY_KINDS}
     )
     settings: dict[str, Setting] = field(default_factory=dict)
+    versions: dict[tuple[str, int], ModelVersion] = field(default_factory=dict)
     events: list[AuditEvent] = field(default_factory=list)
     head: tuple[int, str] | None = None
 
@@ -55,6 +57,7 @@ class _Tables:
             dict(self.units),
             {kind: dict(rows) for kind, rows in self.parties.items()},
             dict(self.settings),
+            dict(self.versions),
             list(self.events),
             self.head,
         )
@@ -136,6 +139,20 @@ class MemoryStore:
         """A stored setting, or None."""
         setting = self._t.settings.get(name)
         return None if setting is None else setting.value
+
+    async def model_versions(self, model: str) -> list[ModelVersion]:
+        """Every version of `model`, oldest first."""
+        return sorted(
+            (v for v in self._t.versions.values() if v.model == model), key=lambda v: v.version
+        )
+
+    async def add_model_version(self, version: ModelVersion) -> None:
+        """Store a version unaudited (version 1, from the config file).
+
+        Raises:
+            AlreadyExists: that model has that version already.
+        """
+        _insert(self._t, version)
 
     async def commit(self, changes: Sequence[Change], draft: AuditDraft) -> AuditEvent:
         """Apply `changes` and append `draft` as the next event: all of it or, on error, none.
@@ -223,6 +240,8 @@ def _identity(record: AuditedRecord) -> tuple[str, str]:
             return (record.kind, record.id)
         case Setting():
             return ("setting", record.name)
+        case ModelVersion():
+            return ("model_version", f"{record.model}/{record.version}")
         case _:
             assert_never(record)
 
@@ -237,6 +256,8 @@ def _stored(t: _Tables, record: AuditedRecord) -> AuditedRecord | None:
             return t.parties[record.kind].get(record.id)
         case Setting():
             return t.settings.get(record.name)
+        case ModelVersion():
+            return t.versions.get((record.model, record.version))
         case _:
             assert_never(record)
 
@@ -276,6 +297,8 @@ def _put(t: _Tables, record: AuditedRecord, *, replacing: bool) -> None:
             t.parties[record.kind][record.id] = record
         case Setting():
             t.settings[record.name] = record
+        case ModelVersion():
+            t.versions[(record.model, record.version)] = record
         case _:
             assert_never(record)
 
@@ -290,6 +313,8 @@ def _delete(t: _Tables, record: AuditedRecord) -> None:
             del t.parties[record.kind][record.id]
         case Setting():
             del t.settings[record.name]
+        case ModelVersion():
+            del t.versions[(record.model, record.version)]
         case _:
             assert_never(record)
 

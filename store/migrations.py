@@ -195,9 +195,22 @@ CREATE TABLE settings (
 );
 """
 
+# Version 3: numbered routing versions of virtual models (canary changes and rollbacks).
+_MODEL_VERSIONS = """
+CREATE TABLE model_versions (
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    routing TEXT NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    UNIQUE (model, version)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _KEYS_SPANS_AUDIT),
     Migration(2, _ACCESS_AND_ORGANIZATION),
+    Migration(3, _MODEL_VERSIONS),
 )
 """Every migration, oldest first; the last one's version is the schema this build writes."""
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol, assert_never
 
 from core.access import KeyRecord, Scopes
 from core.audit import AuditedRecord, AuditEvent, Setting
+from core.model_versions import ModelVersion
 from core.orgs import OrgUnit, Party, PartyKind
 from core.tracing import Attempt, Span
 
@@ -100,8 +101,30 @@ def row_of(record: AuditedRecord) -> Row:
         case Setting():
             values = {"name": record.name, "value": record.value, "updated_at": record.updated_at}
             return Row("settings", ("name",), values, tuple(values))
+        case ModelVersion():
+            values = {
+                "model": record.model,
+                "version": record.version,
+                "routing": record.routing_json,
+                "at": record.at,
+                "actor": record.actor,
+            }
+            return Row("model_versions", ("model", "version"), values, tuple(values))
         case _:
             assert_never(record)
+
+
+MODEL_VERSION_COLUMNS = ("model", "version", "routing", "at", "actor")
+
+
+def model_version_from(row: RowLike) -> ModelVersion:
+    return ModelVersion(
+        model=row["model"],
+        version=row["version"],
+        routing_json=row["routing"],
+        at=row["at"],
+        actor=row["actor"],
+    )
 
 
 def _scalar(values: Mapping[str, object]) -> tuple[str, ...]:

@@ -22,11 +22,13 @@ import anyio
 
 from core.access import KeyRecord
 from core.audit import AuditDraft, AuditEvent, AuditQuery, Change
+from core.model_versions import ModelVersion
 from core.orgs import OrgUnit, Party, PartyKind
-from core.state import KeyAlreadyExists
+from core.state import AlreadyExists, KeyAlreadyExists
 from core.tracing import Span
 from store.rows import (
     KEY_COLUMNS,
+    MODEL_VERSION_COLUMNS,
     ORG_UNIT_COLUMNS,
     PARTY_COLUMNS,
     PARTY_TABLES,
@@ -35,8 +37,10 @@ from store.rows import (
     audit_from,
     key_from,
     key_row,
+    model_version_from,
     org_unit_from,
     party_from,
+    row_of,
     span_from,
     span_row,
 )
@@ -192,6 +196,27 @@ class SQLiteStore:
         """A stored setting, or None."""
         rows = await self._select("SELECT value FROM settings WHERE name = ?", (name,))
         return str(rows[0]["value"]) if rows else None
+
+    async def model_versions(self, model: str) -> list[ModelVersion]:
+        """Every version of `model`, oldest first."""
+        cols = ", ".join(MODEL_VERSION_COLUMNS)
+        sql = f"SELECT {cols} FROM model_versions WHERE model = ? ORDER BY version"
+        return [model_version_from(row) for row in await self._select(sql, (model,))]
+
+    async def add_model_version(self, version: ModelVersion) -> None:
+        """Store a version unaudited (version 1, from the config file).
+
+        Raises:
+            AlreadyExists: that model has that version already.
+        """
+        row = row_of(version)
+        columns = ", ".join(row.values)
+        sql = f"INSERT INTO model_versions ({columns}) VALUES ({marks(len(row.values))})"
+        async with self._connection() as db:
+            try:
+                await run(db, sql, tuple(row.values.values()))
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"model {version.model} has version {version.version}") from exc
 
     # -- audit -----------------------------------------------------------------------------
 

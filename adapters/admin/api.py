@@ -1,4 +1,5 @@
-"""The admin REST API under `/admin/`: keys, organization, audit, and its OpenAPI document.
+"""The admin REST API under `/admin/`: keys, organization, audit, model routing, and its OpenAPI
+document.
 
 Every request is authenticated like a data-plane one (the same Authenticator, so the same key
 cache, IP allowlist and brute-force policy), but must carry an admin-role key; a data-plane key
@@ -27,6 +28,7 @@ from adapters.admin.http import (
     render,
 )
 from adapters.admin.keys import key_endpoints
+from adapters.admin.models import model_endpoints
 from adapters.admin.openapi import openapi_document
 from adapters.admin.orgs import org_endpoints
 from adapters.admin.schemas import WhoAmI
@@ -35,6 +37,7 @@ from core.audit import Actor, AuditLog
 from core.directory import Directory
 from core.errors import GatewayError, Internal, PermissionDenied
 from core.keyring import Keyring
+from core.model_registry import ModelRegistry
 from core.roles import GRANTS
 
 logger = logging.getLogger("agentgw.admin")
@@ -52,6 +55,7 @@ class AdminAPI:
         directory: Directory,
         audit: AuditLog,
         authenticator: Authenticator,
+        models: ModelRegistry,
         max_body_bytes: int = DEFAULT_MAX_BODY,
     ) -> None:
         self._auth = authenticator
@@ -62,6 +66,7 @@ class AdminAPI:
             *key_endpoints(keyring),
             *org_endpoints(directory),
             *audit_endpoints(audit),
+            *model_endpoints(models),
         ]  # fmt: skip
         self._document = openapi_document(self.endpoints, version=_version())
 

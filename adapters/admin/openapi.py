@@ -35,8 +35,9 @@ def openapi_document(endpoints: Sequence[Endpoint], *, version: str) -> dict[str
         "info": {
             "title": "agentgw admin API",
             "version": version,
-            "description": "Keys, organization and audit. Authenticate with an admin-role key "
-            "(admin, security, finance or team-owner) as `Authorization: Bearer <key>`; "
+            "description": "Keys, organization, audit and model routing. Authenticate with an "
+            "admin-role key (admin, security, finance or team-owner) as "
+            "`Authorization: Bearer <key>`; "
             "data-plane keys (role user) are refused here.",
         },
         "paths": paths,

@@ -113,6 +113,21 @@ class ChainReport(Out):
     reason: str | None
 
 
+class ModelVersionOut(Out):
+    name: str
+    version: int = Field(description="1 is the config file's routing; each change adds one.")
+    at: str | None
+    actor: str = Field(description="A key id, 'cli:<os user>', or 'config' (the config file).")
+    routing: dict[str, Any] = Field(
+        description="The virtual model as in the config file: strategy, targets, fallbacks …"
+    )
+
+
+class ModelVersionList(Out):
+    object: Literal["list"]
+    data: list[ModelVersionOut]
+
+
 class WhoAmI(Out):
     key_id: str
     role: str

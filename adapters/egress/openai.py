@@ -48,6 +48,7 @@ class OpenAIProvider:
         self.name = config.name
         self._http = http
         self._base = (config.base_url or "").rstrip("/")
+        self._quirks = config.quirks
         self._headers = {"content-type": "application/json", **config.headers}
         if config.api_key:
             self._headers["authorization"] = f"Bearer {config.api_key}"
@@ -67,12 +68,12 @@ class OpenAIProvider:
             return embedding_reply_from_wire(body, env)
         if env.modality is not Modality.CHAT:
             raise UnsupportedContent(f"Provider '{self.name}' does not serve {env.modality}.")
-        body = await self._post("/chat/completions", envelope_to_chat_request(env), env)
+        body = await self._post("/chat/completions", self._quirked(env), env)
         return chat_reply_from_wire(body, env)
 
     async def stream(self, env: Envelope) -> AsyncGenerator[StreamChunk, None]:
         # This path always streams upstream, whatever the envelope says.
-        payload = orjson.dumps(envelope_to_chat_request(dataclasses.replace(env, stream=True)))
+        payload = orjson.dumps(self._quirked(dataclasses.replace(env, stream=True)))
         try:
             async with self._http.session.post(
                 self._base + "/chat/completions",
@@ -101,6 +102,19 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         return None  # The shared client is closed by its owner.
+
+    def _quirked(self, env: Envelope) -> dict[str, Any]:
+        """The chat request as this upstream wants it: token-limit name, refused fields dropped."""
+        body = envelope_to_chat_request(env)
+        wanted = self._quirks.max_tokens_param
+        if wanted is not None:
+            other = "max_tokens" if wanted == "max_completion_tokens" else "max_completion_tokens"
+            if other in body:
+                limit = body.pop(other)
+                body.setdefault(wanted, limit)
+        for name in self._quirks.drop_params:
+            body.pop(name, None)
+        return body
 
     async def _post(self, path: str, body: dict[str, Any], env: Envelope) -> dict[str, Any]:
         try:

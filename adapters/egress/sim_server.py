@@ -2,8 +2,9 @@
 
 Routes: `POST /v1/chat/completions` (JSON or SSE), `POST /v1/embeddings`, `GET /v1/models`,
 `GET /healthz`, and for tests `GET /_sim/requests` (the JSON bodies received, newest last, at most
-`RECORDED_REQUESTS`), `DELETE /_sim/requests`, and `POST /_sim/release` (lets streams held by
-`hold_after_chunks` go on). API keys are neither checked nor recorded.
+`RECORDED_REQUESTS`), `GET /_sim/headers` (their `x-*` headers), `DELETE /_sim/requests`, and
+`POST /_sim/release` (lets streams held by `hold_after_chunks` go on). API keys are neither
+checked nor recorded.
 
 The Anthropic Messages face (`POST /v1/messages`, in `sim_anthropic`) shares the options, the
 fault RNG, the request log and the release event; it records auth headers at
@@ -67,6 +68,8 @@ class _SimEndpoints:
         self._options = options
         self._faults = FaultInjector(options)
         self._requests = requests
+        # Only `x-*` headers: what a provider's `headers:` config adds, never a credential.
+        self._headers: deque[dict[str, str]] = deque(maxlen=requests.maxlen)
         self._released: anyio.Event | None = None
 
     def _release_event(self) -> anyio.Event:
@@ -82,6 +85,7 @@ class _SimEndpoints:
         except orjson.JSONDecodeError:
             return _error(400, "We could not parse the JSON body of your request.")
         self._requests.append(body)
+        self._headers.append({k: v for k, v in request.headers.items() if k.startswith("x-")})
         if not isinstance(body, dict):
             return _error(400, "The request body must be a JSON object.")
         return body
@@ -172,7 +176,11 @@ class _SimEndpoints:
 
     async def clear_recorded(self, request: Request) -> Response:
         self._requests.clear()
+        self._headers.clear()
         return Response(status_code=204)
+
+    async def recorded_headers(self, request: Request) -> Response:
+        return _json(list(self._headers))
 
     async def release(self, request: Request) -> Response:
         self._release_event().set()
@@ -192,6 +200,7 @@ def build_sim_app(options: SimOptions) -> Starlette:
             Route("/healthz", endpoints.healthz, methods=["GET"]),
             Route("/_sim/requests", endpoints.recorded, methods=["GET"]),
             Route("/_sim/requests", endpoints.clear_recorded, methods=["DELETE"]),
+            Route("/_sim/headers", endpoints.recorded_headers, methods=["GET"]),
             Route("/_sim/release", endpoints.release, methods=["POST"]),
             Route("/v1/messages", anthropic.messages, methods=["POST"]),
             Route("/_sim/anthropic/headers", anthropic.recorded_headers, methods=["GET"]),

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,36 @@ class Proc:
     popen: subprocess.Popen[str]
     port: int
     lines: list[str] = field(default_factory=list)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+    ended: bool = False
+
+    def heard(self, line: str) -> None:
+        """Called by the stderr reader for each line; wakes whoever waits for one."""
+        with self.arrived:
+            self.lines.append(line)
+            self.arrived.notify_all()
+
+    def hang_up(self) -> None:
+        """Ask the process to reload its config (SIGHUP)."""
+        self.popen.send_signal(signal.SIGHUP)
+
+    def wait_for(self, text: str, *, since: int, timeout: float = 10.0) -> str:
+        """The first line from index `since` on that contains `text`, waiting as lines arrive.
+
+        Raises:
+            TimeoutError: no such line within `timeout` seconds, or the process ended.
+        """
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while True:
+                for line in self.lines[since:]:
+                    if text in line:
+                        return line
+                since = len(self.lines)
+                left = deadline - time.monotonic()
+                if self.ended or left <= 0:
+                    raise TimeoutError(f"no line with {text!r}:\n{self.log()}")
+                self.arrived.wait(left)
 
     @property
     def url(self) -> str:
@@ -93,9 +124,12 @@ def start(
     def pump() -> None:
         assert popen.stderr is not None
         for line in popen.stderr:
-            proc.lines.append(line.rstrip("\n"))
+            proc.heard(line.rstrip("\n"))
             if READY in line:
                 ready.put(True)
+        with proc.arrived:
+            proc.ended = True
+            proc.arrived.notify_all()
         ready.put(False)
 
     threading.Thread(target=pump, daemon=True).start()

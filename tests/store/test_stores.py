@@ -15,7 +15,9 @@ import pytest
 
 import store
 from core.access import KeyRecord, Scopes
-from core.state import KeyAlreadyExists, Store
+from core.audit import AuditDraft, Insert
+from core.model_versions import ModelVersion
+from core.state import AlreadyExists, KeyAlreadyExists, Store
 from core.tracing import Attempt, Span
 from store import MIGRATIONS, MemoryStore, SQLiteStore, UnknownSchemaVersion
 
@@ -441,3 +443,21 @@ def test_importing_the_package_leaves_aiosqlite_unloaded() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.anyio
+async def test_model_versions_round_trip_in_order_and_a_taken_number_is_refused(
+    backend: ListableStore,
+) -> None:
+    draft = AuditDraft(1.0, "admin", "admin", "model.update", "model:chat", None, None, "test")
+    v1 = ModelVersion("chat", 1, '{"name":"chat"}', 1.0, "config")
+    v2 = ModelVersion("chat", 2, '{"name":"chat","retries":1}', 2.0, "key_1")
+    await backend.add_model_version(v1)
+    await backend.commit([Insert(v2)], draft)
+    await backend.add_model_version(ModelVersion("other", 1, "{}", 3.0, "config"))
+    assert await backend.model_versions("chat") == [v1, v2]
+    with pytest.raises(AlreadyExists):
+        await backend.commit([Insert(dataclasses.replace(v2, actor="key_2"))], draft)
+    with pytest.raises(AlreadyExists):
+        await backend.add_model_version(v1)
+    assert await backend.model_versions("chat") == [v1, v2]

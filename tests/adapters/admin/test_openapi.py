@@ -32,6 +32,10 @@ CONTRACT_PATHS = {
     ("get", "/admin/org-units"),
     ("post", "/admin/org-units"),
     ("get", "/admin/audit"),
+    ("get", "/admin/models/{name}"),
+    ("put", "/admin/models/{name}"),
+    ("get", "/admin/models/{name}/versions"),
+    ("post", "/admin/models/{name}/rollback"),
 }
 
 
@@ -53,6 +57,7 @@ async def test_the_document_lists_every_served_endpoint(gw: Gateway) -> None:
         directory=access.directory,
         audit=access.audit,
         authenticator=access.authenticator,
+        models=gw.app.state.gateway.models,
     )
     served = {
         (e.method.lower(), e.path.replace("{path:path}", "{path}").replace("{id:path}", "{id}"))
