@@ -31,10 +31,10 @@ models:
       - {{provider: stable, model: sim-large, weight: {stable_weight}}}
       - {{provider: canary, model: sim-large, weight: {canary_weight}}}
 """
-PER_PHASE = 600
-# Binomial(600, p) within its 99.9 % interval (mean ± 3.29 sd), p = 0.1 or 0.5: disjoint ranges.
-TEN_PERCENT = range(36, 85)  # 60 ± 24.2
-HALF = range(260, 341)  # 300 ± 40.3
+PER_PHASE = 1000
+# Binomial(1000, p) within its 99.9 % interval (mean ± 3.29 sd), p = 0.1 or 0.5: disjoint ranges.
+TEN_PERCENT = range(69, 132)  # 100 ± 31.2
+HALF = range(448, 553)  # 500 ± 52.0
 FIFTY_FIFTY = {
     "strategy": "weighted",
     "targets": [
