@@ -18,6 +18,7 @@ __all__ = [
     "errors",
     "export",
     "filtering",
+    "governance",
     "keyring",
     "keyspec",
     "live_stream",
