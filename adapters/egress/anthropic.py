@@ -12,8 +12,6 @@ they arrive. Transport failures, statuses and `error` events are mapped once, he
 
 from __future__ import annotations
 
-import asyncio
-import re
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -21,6 +19,13 @@ import aiohttp
 import orjson
 
 from adapters.egress.http import SharedHTTP
+from adapters.egress.upstream import (
+    error_detail,
+    json_object,
+    sse_data,
+    status_error,
+    transport_error,
+)
 from adapters.wire.anthropic import BETA_MARK, message_reply_from_wire
 from adapters.wire.anthropic_encode import envelope_to_messages_request
 from adapters.wire.anthropic_stream import StreamDecoder
@@ -32,14 +37,12 @@ from core.errors import (
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
-    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from core.tracing import traceparent
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
-_SECRETISH = re.compile(r"(sk|agw|key|pk)[-_][A-Za-z0-9_\-]{6,}", re.IGNORECASE)
 
 
 class AnthropicProvider:
@@ -78,12 +81,12 @@ class AnthropicProvider:
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise _status_error(resp.status, raw)
+                    raise status_error(resp.status, raw)
         except GatewayError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _transport_error(self.name, exc) from exc
-        return message_reply_from_wire(_json(raw), env)
+            raise transport_error(self.name, exc) from exc
+        return message_reply_from_wire(json_object(raw), env)
 
     async def stream(self, env: Envelope) -> AsyncGenerator[StreamChunk, None]:
         """Raises:
@@ -96,13 +99,11 @@ class AnthropicProvider:
                 self._url, data=body, headers=self._headers_for(env), timeout=self._stream_timeout
             ) as resp:
                 if resp.status >= 400:
-                    raise _status_error(resp.status, await resp.read())
+                    raise status_error(resp.status, await resp.read())
                 decoder = StreamDecoder()
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line.startswith(b"data:"):
-                        continue  # `event:` names repeat the data's `type`; blank lines frame
-                    event = _json(line[5:].strip())
+                # `event:` lines only repeat each data payload's `type`: the data is enough.
+                async for data in sse_data(resp.content):
+                    event = json_object(data)
                     if event.get("type") == "error":
                         raise _event_error(event)
                     for chunk in decoder.feed(event):
@@ -114,7 +115,7 @@ class AnthropicProvider:
         except GatewayError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _transport_error(self.name, exc) from exc
+            raise transport_error(self.name, exc) from exc
 
     async def aclose(self) -> None:
         return None  # The shared client is closed by its owner.
@@ -140,47 +141,8 @@ class AnthropicProvider:
         return headers
 
 
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError("Upstream sent a reply that is not JSON.") from exc
-    if not isinstance(value, dict):
-        raise UpstreamError("Upstream sent JSON that is not an object.")
-    return value
-
-
-def _detail(body: Mapping[str, Any]) -> tuple[str, str]:
-    """The error's type and message, with anything that looks like a credential removed."""
-    err = body.get("error")
-    kind = str(err.get("type", "")) if isinstance(err, Mapping) else ""
-    text = err.get("message") if isinstance(err, Mapping) else err
-    # Upstream messages can echo credentials ("invalid x-api-key: sk-ant-…"); never pass those on.
-    return kind, _SECRETISH.sub("[redacted]", str(text or "no message"))[:500]
-
-
-def _status_error(status: int, raw: bytes) -> GatewayError:
-    try:
-        parsed = orjson.loads(raw)
-        detail = _detail(parsed)[1] if isinstance(parsed, dict) else f"status {status}"
-    except orjson.JSONDecodeError:
-        detail = f"status {status}"
-    if status == 429:
-        return UpstreamRateLimited(f"Upstream rate limited the request: {detail}")
-    if status in (401, 403):
-        # The upstream refused *our* credentials: a gateway misconfiguration, not the client's.
-        return UpstreamError(f"Upstream refused the gateway's credentials (status {status}).")
-    if status in (408, 504):
-        return UpstreamTimeout(f"Upstream timed out: {detail}")
-    if 400 <= status < 500:
-        return UpstreamRejected(f"Upstream rejected the request: {detail}", upstream_status=status)
-    if status in (503, 529):
-        return UpstreamUnavailable(f"Upstream overloaded or unavailable: {detail}")
-    return UpstreamError(f"Upstream failed with status {status}: {detail}")
-
-
 def _event_error(event: Mapping[str, Any]) -> GatewayError:
-    kind, message = _detail(event)
+    kind, message = error_detail(event)
     match kind:
         case "overloaded_error":
             return UpstreamUnavailable(f"Upstream overloaded: {message}")
@@ -192,13 +154,3 @@ def _event_error(event: Mapping[str, Any]) -> GatewayError:
             )
         case _:
             return UpstreamError(f"Upstream stream error: {message}")
-
-
-def _transport_error(name: str, exc: BaseException) -> GatewayError:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeout(f"Upstream '{name}' did not answer in time.")
-    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionError):
-        return UpstreamUnavailable(f"Upstream '{name}' refused or dropped the connection.")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return UpstreamError(f"Upstream '{name}' closed the connection mid-reply.")
-    return UpstreamError(f"Upstream '{name}' failed: {type(exc).__name__}.")

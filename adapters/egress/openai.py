@@ -8,9 +8,7 @@ failures and upstream statuses are mapped once, here, into the error tree.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -18,6 +16,13 @@ import aiohttp
 import orjson
 
 from adapters.egress.http import SharedHTTP
+from adapters.egress.upstream import (
+    error_detail,
+    json_object,
+    sse_data,
+    status_error,
+    transport_error,
+)
 from adapters.wire.openai import (
     chat_reply_from_wire,
     chunk_from_wire,
@@ -31,14 +36,8 @@ from core.errors import (
     GatewayError,
     UnsupportedContent,
     UpstreamError,
-    UpstreamRateLimited,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from core.tracing import traceparent
-
-_SECRETISH = re.compile(r"(sk|agw|key|pk)[-_][A-Za-z0-9_\-]{6,}", re.IGNORECASE)
 
 
 class OpenAIProvider:
@@ -82,15 +81,15 @@ class OpenAIProvider:
                 timeout=self._stream_timeout,
             ) as resp:
                 if resp.status >= 400:
-                    raise _status_error(resp.status, await resp.read())
+                    raise status_error(resp.status, await resp.read())
                 done = False
-                async for data in _sse_data(resp.content):
+                async for data in sse_data(resp.content):
                     if data == b"[DONE]":
                         done = True
                         break
-                    event = _json(data)
+                    event = json_object(data)
                     if "error" in event:
-                        raise UpstreamError(f"Upstream stream error: {_message(event)}")
+                        raise UpstreamError(f"Upstream stream error: {error_detail(event)[1]}")
                     for chunk in chunk_from_wire(event):
                         yield chunk
                 if not done:
@@ -98,7 +97,7 @@ class OpenAIProvider:
         except GatewayError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _transport_error(self.name, exc) from exc
+            raise transport_error(self.name, exc) from exc
 
     async def aclose(self) -> None:
         return None  # The shared client is closed by its owner.
@@ -126,80 +125,14 @@ class OpenAIProvider:
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise _status_error(resp.status, raw)
+                    raise status_error(resp.status, raw)
         except GatewayError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _transport_error(self.name, exc) from exc
-        return _json(raw)
+            raise transport_error(self.name, exc) from exc
+        return json_object(raw)
 
     def _headers_for(self, env: Envelope) -> dict[str, str]:
         if env.trace is None:
             return self._headers
         return {**self._headers, "traceparent": traceparent(env.trace)}
-
-
-async def _sse_data(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
-    """The `data:` payloads of an SSE body, as they arrive.
-
-    Reads whatever the socket has in one go and splits it here: awaiting the reader once per
-    line cost more than the rest of the relay.
-    """
-    pending = b""
-    async for block in content.iter_any():
-        lines = (pending + block).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
-    if pending.startswith(b"data:"):
-        yield pending[5:].strip()
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError("Upstream sent a reply that is not JSON.") from exc
-    if not isinstance(value, dict):
-        raise UpstreamError("Upstream sent JSON that is not an object.")
-    return value
-
-
-def _message(body: dict[str, Any]) -> str:
-    err = body.get("error")
-    text = err.get("message") if isinstance(err, dict) else err
-    # Upstream messages can echo credentials ("Incorrect API key: sk-…"); never pass those on.
-    return _SECRETISH.sub("[redacted]", str(text or "no message"))[:500]
-
-
-def _status_error(status: int, raw: bytes) -> GatewayError:
-    try:
-        parsed = orjson.loads(raw)
-        detail = _message(parsed) if isinstance(parsed, dict) else f"status {status}"
-    except orjson.JSONDecodeError:
-        detail = f"status {status}"
-    if status == 429:
-        return UpstreamRateLimited(f"Upstream rate limited the request: {detail}")
-    if status in (401, 403):
-        # The upstream refused *our* credentials: a gateway misconfiguration, not the client's.
-        return UpstreamError(f"Upstream refused the gateway's credentials (status {status}).")
-    if status in (408,):
-        return UpstreamTimeout(f"Upstream timed out: {detail}")
-    if 400 <= status < 500:
-        return UpstreamRejected(f"Upstream rejected the request: {detail}", upstream_status=status)
-    if status == 503:
-        return UpstreamUnavailable(f"Upstream unavailable: {detail}")
-    if status == 504:
-        return UpstreamTimeout(f"Upstream timed out: {detail}")
-    return UpstreamError(f"Upstream failed with status {status}: {detail}")
-
-
-def _transport_error(name: str, exc: BaseException) -> GatewayError:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeout(f"Upstream '{name}' did not answer in time.")
-    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionError):
-        return UpstreamUnavailable(f"Upstream '{name}' refused or dropped the connection.")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return UpstreamError(f"Upstream '{name}' closed the connection mid-reply.")
-    return UpstreamError(f"Upstream '{name}' failed: {type(exc).__name__}.")

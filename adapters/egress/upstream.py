@@ -1,0 +1,100 @@
+"""What every HTTP provider adapter shares: reading upstream replies and mapping their failures.
+
+Upstream statuses and transport failures are mapped into the error tree here, once, so every
+provider fails over on the same conditions (retryable: connect failures, timeouts, 429, 5xx;
+never another 4xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from core.errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+_SECRETISH = re.compile(r"(sk|agw|key|pk)[-_][A-Za-z0-9_\-]{6,}", re.IGNORECASE)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """An upstream reply body as a JSON object.
+
+    Raises:
+        UpstreamError: it is not JSON, or not an object.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("Upstream sent a reply that is not JSON.") from exc
+    if not isinstance(value, dict):
+        raise UpstreamError("Upstream sent JSON that is not an object.")
+    return value
+
+
+def error_detail(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The `error`'s type and message, with anything that looks like a credential removed."""
+    err = body.get("error")
+    kind = str(err.get("type", "")) if isinstance(err, Mapping) else ""
+    text = err.get("message") if isinstance(err, Mapping) else err
+    # Upstream messages can echo credentials ("Incorrect API key: sk-…"); never pass those on.
+    return kind, _SECRETISH.sub("[redacted]", str(text or "no message"))[:500]
+
+
+def status_error(status: int, raw: bytes) -> GatewayError:
+    """The error for an upstream HTTP status (4xx other than 429 is never retryable)."""
+    try:
+        parsed = orjson.loads(raw)
+        detail = error_detail(parsed)[1] if isinstance(parsed, dict) else f"status {status}"
+    except orjson.JSONDecodeError:
+        detail = f"status {status}"
+    if status == 429:
+        return UpstreamRateLimited(f"Upstream rate limited the request: {detail}")
+    if status in (401, 403):
+        # The upstream refused *our* credentials: a gateway misconfiguration, not the client's.
+        return UpstreamError(f"Upstream refused the gateway's credentials (status {status}).")
+    if status in (408, 504):
+        return UpstreamTimeout(f"Upstream timed out: {detail}")
+    if 400 <= status < 500:
+        return UpstreamRejected(f"Upstream rejected the request: {detail}", upstream_status=status)
+    if status in (503, 529):  # 529: Anthropic's "overloaded"
+        return UpstreamUnavailable(f"Upstream overloaded or unavailable: {detail}")
+    return UpstreamError(f"Upstream failed with status {status}: {detail}")
+
+
+def transport_error(name: str, exc: BaseException) -> GatewayError:
+    """The error for a failure below HTTP: timeouts, refused or dropped connections."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"Upstream '{name}' did not answer in time.")
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionError):
+        return UpstreamUnavailable(f"Upstream '{name}' refused or dropped the connection.")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return UpstreamError(f"Upstream '{name}' closed the connection mid-reply.")
+    return UpstreamError(f"Upstream '{name}' failed: {type(exc).__name__}.")
+
+
+async def sse_data(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
+    """The `data:` payloads of an SSE body, as they arrive.
+
+    Reads whatever the socket has in one go and splits it here: awaiting the reader once per
+    line cost more than the rest of the relay.
+    """
+    pending = b""
+    async for block in content.iter_any():
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip()
+    if pending.startswith(b"data:"):
+        yield pending[5:].strip()
