@@ -148,6 +148,14 @@ class FilterUnavailable(GatewayError):
     type = "server_error"
 
 
+class GovernanceUnavailable(GatewayError):
+    """Limits and budgets cannot be checked (the counter store is down) and the policy is closed."""
+
+    status_code = 503
+    code = "governance_unavailable"
+    type = "server_error"
+
+
 class Internal(GatewayError):
     pass
 

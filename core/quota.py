@@ -21,6 +21,8 @@ class Reservation:
     principal: Principal
     estimated_cost_usd: float | None
     estimated_tokens: int
+    # What the gate holds for this call (its counters), opaque to the pipeline.
+    hold: object | None = None
 
 
 class QuotaGate(Protocol):
@@ -39,6 +41,10 @@ class QuotaGate(Protocol):
         """Replace the held estimate with what the call really used."""
         ...
 
+    def headers(self, reservation: Reservation) -> dict[str, str]:
+        """Response headers describing the limits the call was counted against."""
+        ...
+
 
 class Unlimited:
     """A gate with no limits: reserves nothing and settles nothing."""
@@ -48,3 +54,6 @@ class Unlimited:
 
     async def settle(self, reservation: Reservation, usage: Usage, cost_usd: float | None) -> None:
         return None
+
+    def headers(self, reservation: Reservation) -> dict[str, str]:
+        return {}

@@ -31,6 +31,8 @@ class Permission(StrEnum):
     REDACTIONS_READ = "redactions:read"
     MODELS_READ = "models:read"
     MODELS_WRITE = "models:write"
+    GOVERNANCE_READ = "governance:read"
+    GOVERNANCE_WRITE = "governance:write"
 
 
 GRANTS: Mapping[str, frozenset[Permission]] = {
@@ -42,9 +44,17 @@ GRANTS: Mapping[str, frozenset[Permission]] = {
             Permission.AUDIT_READ,
             Permission.REDACTIONS_READ,
             Permission.MODELS_READ,
+            Permission.GOVERNANCE_READ,
         }
     ),
-    "finance": frozenset({Permission.ORG_READ, Permission.SPEND_READ, Permission.MODELS_READ}),
+    "finance": frozenset(
+        {
+            Permission.ORG_READ,
+            Permission.SPEND_READ,
+            Permission.MODELS_READ,
+            Permission.GOVERNANCE_READ,
+        }
+    ),
     "team-owner": frozenset({Permission.KEYS_READ, Permission.KEYS_WRITE, Permission.ORG_READ}),
 }
 

@@ -19,8 +19,6 @@ from core.governance.gate import (
     AlertSink,
     FailPolicy,
     GovernanceGate,
-    GovernanceUnavailable,
-    GovernedReservation,
     PriceFor,
 )
 from core.governance.headers import rate_limit_headers
@@ -42,7 +40,6 @@ __all__ = [
     "FailPolicy",
     "GovernanceGate",
     "GovernanceUnavailable",
-    "GovernedReservation",
     "Kind",
     "Level",
     "Limit",

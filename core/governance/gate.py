@@ -19,12 +19,11 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 from core.access import Principal
 from core.envelope import Envelope, Modality, Usage
-from core.errors import GatewayError, QuotaExceeded, RateLimited
+from core.errors import GatewayError, GovernanceUnavailable, QuotaExceeded, RateLimited
 from core.governance.counters import (
     Admission,
     CounterAdjustment,
@@ -57,21 +56,6 @@ PriceFor = Callable[[str], "tuple[float, float] | None"]
 AlertSink = Callable[[Alert], Awaitable[None]]
 FailPolicy = Literal["closed", "open"]
 DEFAULT_MAX_TOKENS = 4096
-
-
-class GovernanceUnavailable(GatewayError):
-    """Limits and budgets cannot be checked (the counter store is down) and the policy is closed."""
-
-    status_code: ClassVar[int] = 503
-    code: ClassVar[str] = "governance_unavailable"
-    type: ClassVar[str] = "server_error"
-
-
-@dataclass(frozen=True, slots=True)
-class GovernedReservation(Reservation):
-    """A reservation that carries the counters it holds, so it can be settled exactly."""
-
-    hold: Hold
 
 
 async def _no_alerts(alert: Alert) -> None:
@@ -133,7 +117,7 @@ class GovernanceGate:
         if est.cost_micros is None:
             hold.flags.append("unpriced")
         cost = None if est.cost_micros is None else est.cost_micros / MICROS_PER_USD
-        reservation = GovernedReservation(
+        reservation = Reservation(
             request_id, principal, cost, est.prompt_tokens + est.max_tokens, hold
         )
         if not items:
@@ -155,9 +139,9 @@ class GovernanceGate:
         Settling twice does nothing the second time. Never raises: a store outage is logged and
         counted in `unenforced` (the call already ran; only the counters lose this correction).
         """
-        if not isinstance(reservation, GovernedReservation) or reservation.hold.settled:
-            return
         hold = reservation.hold
+        if not isinstance(hold, Hold) or hold.settled:
+            return
         hold.settled = True
         if not hold.enforced:
             return
@@ -180,9 +164,9 @@ class GovernanceGate:
 
     def headers(self, reservation: Reservation) -> dict[str, str]:
         """OpenAI-style `x-ratelimit-*` headers for the tightest request and token limits held."""
-        if not isinstance(reservation, GovernedReservation) or not reservation.hold.enforced:
-            return {}
         hold = reservation.hold
+        if not isinstance(hold, Hold) or not hold.enforced:
+            return {}
         return rate_limit_headers(hold.items, hold.counts, hold.now)
 
     async def used(self, rule: Limit | Budget, *, at: float | None = None) -> int:
@@ -191,19 +175,26 @@ class GovernanceGate:
         Raises:
             CounterUnavailable: the counter store cannot be reached.
         """
+        key = self.key_of(rule, at=at)
+        if key is None:
+            return 0
+        (count,) = await self._counters.get([key])
+        return count
+
+    def key_of(self, rule: Limit | Budget, *, at: float | None = None) -> str | None:
+        """The counter key of `rule`'s current window (None outside a time-of-day window)."""
         now = self._clock() if at is None else at
         bucket = rule.window.bucket(now)
         if isinstance(rule, Budget):
             assert bucket is not None  # day and month windows always have a bucket
-            key = budget_key(self._prefix, rule, bucket)
-        elif rule.kind == "concurrent":
-            key = limit_key(self._prefix, rule, None)
-        elif bucket is None:
-            return 0
-        else:
-            key = limit_key(self._prefix, rule, bucket)
-        (count,) = await self._counters.get([key])
-        return count
+            return budget_key(self._prefix, rule, bucket)
+        if rule.kind == "concurrent":
+            return limit_key(self._prefix, rule, None)
+        return None if bucket is None else limit_key(self._prefix, rule, bucket)
+
+    @property
+    def counters(self) -> CounterStore:
+        return self._counters
 
     # -- steps ----------------------------------------------------------------------------
 

@@ -11,14 +11,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from core.envelope import Usage
-from core.errors import QuotaExceeded
+from core.errors import GovernanceUnavailable, QuotaExceeded
 from core.governance import (
     Budget,
     CounterAdjustment,
     CounterItem,
     CounterUnavailable,
     GovernanceGate,
-    GovernanceUnavailable,
     Limit,
 )
 from core.quota import Reservation
