@@ -32,13 +32,15 @@ from core.config import Config, ConfigError
 from core.config import Provider as ProviderConfig
 from core.config_reload import reload_on_sighup
 from core.directory import Directory
+from core.filtering import Filter
+from core.governor import Governor, build_governor
 from core.keyring import Keyring, bootstrap_admin
 from core.metering import PriceCatalog
 from core.metrics import Metrics
 from core.model_registry import ModelRegistry
 from core.pipeline import Pipeline
 from core.provider import Provider
-from core.quota import Unlimited
+from core.redaction import RedactionStore, pii_secret, prune_redactions
 from core.routing import Router
 from core.state import Store
 from core.tracing import SpanWriter, new_request_id
@@ -60,6 +62,13 @@ INGRESSES = (
     "adapters.ingress.anthropic:AnthropicIngress",
 )
 ADMIN_API = "adapters.admin.api:AdminAPI"
+# In the order requests meet them (replies meet them in reverse).
+FILTERS = {
+    "pii": "filters.pii:build_pii_filter",
+    "moderation": "filters.moderation:build_moderation_filter",
+    "injection": "filters.injection:InjectionFilter",
+}
+DEFAULT_RETENTION_DAYS = 90.0
 
 
 class Resource(Protocol):
@@ -114,8 +123,10 @@ class Gateway:
     pipeline: Pipeline
     access: Access
     models: ModelRegistry
+    governor: Governor
     ready: bool = False
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    filters: list[Filter] = field(default_factory=list)
 
 
 def build_gateway(config: Config, *, clock: Callable[[], float] = time.time) -> Gateway:
@@ -142,17 +153,20 @@ def build_gateway(config: Config, *, clock: Callable[[], float] = time.time) -> 
         dropped={p.name: frozenset(p.quirks.drop_params) for p in config.providers},
     )
     access = _access(store, metrics, clock)
+    governor = build_governor(config, store, access.audit, load, clock=clock)
     pipeline = Pipeline(
         authenticator=access.authenticator,
         router=router,
-        quota=Unlimited(),
+        quota=governor.gate,
         filters=[],
         prices=PriceCatalog(config.prices),
         spans=spans,
         metrics=metrics,
     )
     models = ModelRegistry(store, access.audit, router, config.models, providers, clock=clock)
-    return Gateway(config, store, http, providers, spans, metrics, pipeline, access, models)
+    return Gateway(
+        config, store, http, providers, spans, metrics, pipeline, access, models, governor
+    )
 
 
 def _access(store: Store, metrics: Metrics, clock: Callable[[], float]) -> Access:
@@ -186,9 +200,41 @@ def _admin_routes(gw: Gateway) -> list[BaseRoute]:
         audit=gw.access.audit,
         authenticator=gw.access.authenticator,
         models=gw.models,
+        rules=gw.governor.rules,
+        alerts=gw.governor.alerts,
+        redactions=cast(RedactionStore, gw.store),
         max_body_bytes=gw.config.listen.max_body_bytes,
     )
     return cast(Ingress, api).routes()
+
+
+async def _install_filters(gw: Gateway, clock: Callable[[], float]) -> None:
+    """Build the configured content filters (pii → moderation → injection) and hand them to
+    the pipeline; the PII analyzer is loaded here, so the first request does not pay for it.
+
+    Raises:
+        ConfigError: a filter's options are invalid (unknown entity, NER without its model).
+    """
+    cfg = gw.config.filters
+    built: list[Filter] = []
+    if cfg.pii is not None:
+        # The secret may live in the store, which is open only now.
+        secret = await pii_secret(gw.store, gw.access.audit, cfg.pii.secret, clock=clock)
+        pii = load(FILTERS["pii"])(cfg.pii, secret=secret, count=gw.metrics.pii_analyses.inc)
+        await pii.warm()
+        built.append(cast(Filter, pii))
+    if cfg.moderation is not None:
+        built.append(cast(Filter, load(FILTERS["moderation"])(cfg.moderation)))
+    if cfg.injection is not None:
+        built.append(cast(Filter, load(FILTERS["injection"])(action=cfg.injection.action)))
+    gw.filters = built
+    gw.pipeline.use_filters(built)
+
+
+async def _prune_redactions(gw: Gateway, clock: Callable[[], float]) -> None:
+    pii = gw.config.filters.pii
+    days = pii.retention_days if pii is not None else DEFAULT_RETENTION_DAYS
+    await prune_redactions(cast(RedactionStore, gw.store), days, clock=clock)
 
 
 def _provider(cfg: ProviderConfig, http: Resource) -> Provider:
@@ -204,14 +250,13 @@ def _provider(cfg: ProviderConfig, http: Resource) -> Provider:
 def _refuse_unbuilt(config: Config) -> None:
     # Protection that is configured but not built must stop the start: silently forwarding the
     # data it was meant to guard would be worse than not starting.
+    moderation = config.filters.moderation
     unbuilt = [
         name
         for name, value in (
-            ("filters.pii", config.filters.pii),
-            ("filters.moderation", config.filters.moderation),
+            ("filters.moderation.model", moderation is not None and moderation.model),
             ("filters.media", config.filters.media),
             ("mcp_servers", config.mcp_servers),
-            ("redis", config.redis),
         )
         if value
     ]
@@ -238,11 +283,15 @@ def build_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gw.store.open()
         await _trust_bootstrap_admin(gw)
+        await _install_filters(gw, clock)
         await gw.models.open()
+        await gw.governor.rules.open()
         await gw.http.open()
         try:
             async with anyio.create_task_group() as tg:
                 gw.spans.start(tg)
+                tg.start_soon(_prune_redactions, gw, clock)
+                gw.governor.alerts.start(tg)
                 if config_path is not None:
                     tg.start_soon(reload_on_sighup, config_path, config, gw.models)
                 gw.ready = True
@@ -289,6 +338,12 @@ def _readyz(gw: Gateway) -> Callable[[Request], Any]:
     async def readyz(request: Request) -> Response:
         if not gw.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
+        if not await gw.governor.available():
+            # The counter store is down: fail closed refuses governed calls (503), fail open
+            # admits them unchecked; either way the operator must see it.
+            closed = gw.config.governance.fail == "closed"
+            body = {"status": "degraded", "governance": f"{gw.governor.backend} unavailable"}
+            return JSONResponse(body, status_code=503 if closed else 200)
         return JSONResponse({"status": "ready", "span_queue": gw.spans.depth})
 
     return readyz

@@ -12,6 +12,8 @@ from core.app import build_app, load
 from core.cli_audit import add_audit_commands
 from core.cli_keys import add_key_commands
 from core.cli_org import add_org_commands
+from core.cli_redactions import add_redaction_commands
+from core.cli_rules import add_rule_commands
 from core.cli_session import config_arg
 from core.config import ConfigError, load_config
 
@@ -55,9 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(run=_sim)
 
+    add_rule_commands(sub)
     add_key_commands(sub)
     add_org_commands(sub)
     add_audit_commands(sub)
+    add_redaction_commands(sub)
     return p
 
 

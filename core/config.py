@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.rulespec import BudgetSpec, GovernanceSpec, LimitSpec, RedisSpec
+
 DEFAULT_STORE = "sqlite:///agentgw.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -156,17 +158,31 @@ class McpServer(_Model):
         return self
 
 
+PiiAction = Literal["redact", "mask", "hash", "pseudonymize", "block"]
+
+
 class PiiFilter(_Model):
-    action: Literal["redact", "mask", "hash", "pseudonymize", "block"] = "redact"
+    action: PiiAction = "redact"
     entities: list[str] = Field(default_factory=list)
     ner: bool = False
     timeout_ms: int = Field(2000, gt=0)
     fail: Literal["closed", "open"] = "closed"
+    # Per entity type, overriding `action` (e.g. {CREDIT_CARD: block, PERSON: pseudonymize}).
+    actions: dict[str, PiiAction] = Field(default_factory=dict)
+    score_threshold: float = Field(0.3, ge=0.0, le=1.0)
+    # HMAC key of hash tokens and of the redaction log's value hashes (e.g. ${AGENTGW_PII_SECRET});
+    # when absent one is generated once and kept in the store's settings.
+    secret: str | None = None
+    retention_days: float = Field(90.0, gt=0)
 
 
 class ModerationFilter(_Model):
     action: Literal["block", "flag"] = "block"
     model: str | None = None
+
+
+class InjectionFilter(_Model):
+    action: Literal["flag", "block"] = "flag"
 
 
 class MediaFilter(_Model):
@@ -177,6 +193,7 @@ class MediaFilter(_Model):
 class Filters(_Model):
     pii: PiiFilter | None = None
     moderation: ModerationFilter | None = None
+    injection: InjectionFilter | None = None
     media: MediaFilter | None = None
 
 
@@ -208,7 +225,11 @@ class Config(_Model):
 
     listen: Listen = Field(default_factory=Listen)
     store: str = DEFAULT_STORE
-    redis: str | None = None
+    # A URL string or `{url, max_connections, timeout_ms}`; either becomes a `RedisSpec`.
+    redis: RedisSpec | None = None
+    governance: GovernanceSpec = Field(default_factory=GovernanceSpec)
+    limits: list[LimitSpec] = Field(default_factory=list)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
     admin_key: str | None = None
     providers: list[Provider] = Field(default_factory=list)
     models: list[VirtualModel] = Field(default_factory=list)
@@ -218,6 +239,11 @@ class Config(_Model):
     alerts: Alerts = Field(default_factory=Alerts)
     tracing: Tracing = Field(default_factory=Tracing)
     spans: Spans = Field(default_factory=Spans)
+
+    @field_validator("redis", mode="before")
+    @classmethod
+    def _redis_url(cls, v: object) -> object:
+        return {"url": v} if isinstance(v, str) else v
 
     @field_validator("store")
     @classmethod

@@ -39,7 +39,11 @@ Decision: TypeAlias = Continue | Rewrite | Reject
 
 @dataclass(slots=True)
 class FilterContext:
-    """What a filter may know of the call besides the envelope, and where it leaves notes."""
+    """What a filter may know of the call besides the envelope, and where it leaves notes.
+
+    Findings on a streamed reply (which has no envelope) go in a `list` of `Finding` under a key
+    of the filter's own in `state`: the pipeline writes every such list to the redaction log.
+    """
 
     request_id: str
     principal: Principal

@@ -26,7 +26,7 @@ from core.access import (
     authorize_model,
     bearer_secret,
 )
-from core.envelope import Envelope, StreamChunk, TraceContext, Usage
+from core.envelope import Envelope, Finding, StreamChunk, TraceContext, Usage
 from core.errors import GatewayError
 from core.filtering import Continue, Filter, FilterContext, Reject, Rewrite
 from core.metering import PriceCatalog, estimate_prompt_tokens, estimate_tokens
@@ -59,6 +59,8 @@ class Call:
     started: float
     recorded: bool = False
     state: dict[str, object] = field(default_factory=dict)
+    # Reply headers the governance gate asks for (`x-ratelimit-*`); ingresses merge them in.
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def request_id(self) -> str:
@@ -132,6 +134,7 @@ class Pipeline:
         try:
             targets = self._admit(call, env)
             reservation = await self._quota.reserve(call.principal, env, call.request_id)
+            call.headers.update(self._quota.headers(reservation))
             fctx = self._filter_context(call)
             env = await self._request_filters(env, fctx)
             reply, target = await self.router.send(env, targets, call.span.attempts)
@@ -165,6 +168,7 @@ class Pipeline:
         try:
             targets = self._admit(call, env)
             reservation = await self._quota.reserve(call.principal, env, call.request_id)
+            call.headers.update(self._quota.headers(reservation))
             fctx = self._filter_context(call)
             env = await self._request_filters(env, fctx)
             first, upstream, target = await self.router.open_stream(
@@ -215,14 +219,25 @@ class Pipeline:
         return FilterContext(call.request_id, call.principal, call.span.span_id, call.state)
 
     async def _request_filters(self, env: Envelope, ctx: FilterContext) -> Envelope:
-        for f in self._filters:
-            env = _apply(await f.on_request(env, ctx), env)
+        try:
+            for f in self._filters:
+                env = _apply(await f.on_request(env, ctx), env)
+        finally:
+            # A refusing filter leaves its findings on the envelope it refused: logged too.
+            _keep_findings(ctx, env)
         return env
 
     async def _response_filters(self, env: Envelope, ctx: FilterContext) -> Envelope:
-        for f in reversed(self._filters):
-            env = _apply(await f.on_response(env, ctx), env)
+        try:
+            for f in reversed(self._filters):
+                env = _apply(await f.on_response(env, ctx), env)
+        finally:
+            _keep_findings(ctx, env)
         return env
+
+    def use_filters(self, filters: Sequence[Filter]) -> None:
+        """Install the content filters (built in the lifespan, once the store can be read)."""
+        self._filters = tuple(filters)
 
     def _estimate(self, call: Call, env: Envelope, output: str) -> Usage:
         call.span.flags.append("usage_estimated")
@@ -295,6 +310,8 @@ class Pipeline:
             return
         call.recorded = True
         span = call.span
+        span.findings = _findings(call.state)
+        span.redactions = sum(1 for f in span.findings if f.start is not None)
         span.latency_ms = (time.perf_counter() - call.started) * 1000
         span.input_tokens = usage.input_tokens
         span.output_tokens = usage.output_tokens
@@ -323,6 +340,27 @@ class Pipeline:
         for attempt in span.attempts:
             self._metrics.attempt_series(attempt.provider, attempt.status).inc()
         await self._spans.submit(span)
+
+
+_FINDINGS = "pipeline.findings"
+
+
+def _keep_findings(ctx: FilterContext, env: Envelope) -> None:
+    kept = ctx.state.setdefault(_FINDINGS, [])
+    assert isinstance(kept, list)
+    kept.extend(env.findings)
+
+
+def _findings(state: Mapping[str, object]) -> list[Finding]:
+    # Filters that watch a stream have no envelope to attach findings to: by convention they
+    # leave a list of `Finding` in the call state (see `core.filtering`), collected here.
+    return [
+        f
+        for value in state.values()
+        if isinstance(value, list)
+        for f in value
+        if isinstance(f, Finding)
+    ]
 
 
 def _apply(decision: Continue | Rewrite | Reject, env: Envelope) -> Envelope:

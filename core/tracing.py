@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from core.envelope import TraceContext
+from core.envelope import Finding, TraceContext
 
 logger = logging.getLogger("agentgw.spans")
 
@@ -115,6 +115,8 @@ class Span:
     flags: list[str] = field(default_factory=list)
     redactions: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Not a column: written as the call's redaction-log events, in the span's transaction.
+    findings: list[Finding] = field(default_factory=list, compare=False)
 
 
 class SpanStore(Protocol):

@@ -30,8 +30,10 @@ from core.audit import (
 )
 from core.model_versions import ModelVersion
 from core.orgs import PARTY_KINDS, OrgUnit, Party, PartyKind
+from core.redaction import RedactionEvent, RedactionQuery
 from core.state import AlreadyExists, KeyAlreadyExists, Stale
 from core.tracing import Span
+from store.memory_redactions import MemoryRedactions
 from store.rows import agent_sightings
 
 MEMORY_URL = "memory://"
@@ -69,6 +71,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._t = _Tables()
         self._spans: dict[str, Span] = {}
+        self._redactions = MemoryRedactions()
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -194,6 +197,7 @@ class MemoryStore:
             seen.add(span.request_id)
         for span in copies:
             self._spans[span.request_id] = span
+        self._redactions.add(copies)
         agents = self._t.parties["agent"]
         for agent_id, org_path, first, last in agent_sightings(copies):
             known = agents.get(agent_id)
@@ -205,6 +209,14 @@ class MemoryStore:
     async def list_spans(self) -> list[Span]:
         """Every span, by `started_at`, then in the order they were recorded."""
         return sorted((_copy(s) for s in self._spans.values()), key=lambda s: s.started_at)
+
+    async def redaction_events(self, query: RedactionQuery) -> list[RedactionEvent]:
+        """Redaction events matching `query`, by id."""
+        return self._redactions.query(query)
+
+    async def delete_redactions_before(self, cutoff: float) -> int:
+        """Delete redaction events older than `cutoff`; the number deleted."""
+        return self._redactions.delete_before(cutoff)
 
 
 def _apply(t: _Tables, change: Change) -> None:

@@ -207,10 +207,19 @@ CREATE TABLE model_versions (
 );
 """
 
+# Version 5 (PII and moderation): which filter made each redaction event, and the indexes the
+# security team's queries (by key, by team) use.
+_REDACTION_LOG = """
+ALTER TABLE redaction_events ADD COLUMN filter TEXT NOT NULL DEFAULT 'pii';
+CREATE INDEX redaction_events_key ON redaction_events (key_id, at);
+CREATE INDEX redaction_events_org ON redaction_events (org_path, at);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _KEYS_SPANS_AUDIT),
     Migration(2, _ACCESS_AND_ORGANIZATION),
     Migration(3, _MODEL_VERSIONS),
+    Migration(5, _REDACTION_LOG),
 )
 """Every migration, oldest first; the last one's version is the schema this build writes."""
 

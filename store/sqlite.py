@@ -24,8 +24,10 @@ from core.access import KeyRecord
 from core.audit import AuditDraft, AuditEvent, AuditQuery, Change
 from core.model_versions import ModelVersion
 from core.orgs import OrgUnit, Party, PartyKind
+from core.redaction import RedactionEvent, RedactionQuery
 from core.state import AlreadyExists, KeyAlreadyExists
 from core.tracing import Span
+from store.redactions import insert_redactions, redaction_from, redaction_rows, select_redactions
 from store.rows import (
     KEY_COLUMNS,
     MODEL_VERSION_COLUMNS,
@@ -257,10 +259,25 @@ class SQLiteStore:
         # Serialize before the transaction starts, so a bad span never holds the write lock.
         rows = [span_row(span) for span in spans]
         agents = [(a, org, first, first, last) for a, org, first, last in agent_sightings(spans)]
+        redactions = redaction_rows(spans)
         async with self._transaction() as db:
             await run_many(db, _INSERT_SPAN, rows)
             if agents:
                 await run_many(db, _SIGHT_AGENT, agents)
+            await insert_redactions(db, redactions)
+
+    # -- redaction log ---------------------------------------------------------------------
+
+    async def redaction_events(self, query: RedactionQuery) -> list[RedactionEvent]:
+        """Redaction events matching `query`, by id."""
+        sql, params = select_redactions(query)
+        return [redaction_from(row) for row in await self._select(sql, params)]
+
+    async def delete_redactions_before(self, cutoff: float) -> int:
+        """Delete redaction events older than `cutoff`; the number deleted."""
+        async with self._transaction() as db:
+            cursor = await db.execute("DELETE FROM redaction_events WHERE at < ?", (cutoff,))
+            return int(cursor.rowcount)
 
     async def list_spans(self) -> list[Span]:
         """Every span, by `started_at`, then in the order they were recorded."""

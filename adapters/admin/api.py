@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapters.admin.audit import audit_endpoints
+from adapters.admin.governance import governance_endpoints
 from adapters.admin.http import (
     AdminCall,
     Endpoint,
@@ -31,14 +32,18 @@ from adapters.admin.keys import key_endpoints
 from adapters.admin.models import model_endpoints
 from adapters.admin.openapi import openapi_document
 from adapters.admin.orgs import org_endpoints
+from adapters.admin.redactions import redaction_endpoints
 from adapters.admin.schemas import WhoAmI
 from core.access import DATA_PLANE_ROLE, Authenticator, bearer_secret
+from core.alerting import AlertFeed
 from core.audit import Actor, AuditLog
 from core.directory import Directory
 from core.errors import GatewayError, Internal, PermissionDenied
 from core.keyring import Keyring
 from core.model_registry import ModelRegistry
+from core.redaction import RedactionStore
 from core.roles import GRANTS
+from core.rulebook import RuleBook
 
 logger = logging.getLogger("agentgw.admin")
 
@@ -56,6 +61,9 @@ class AdminAPI:
         audit: AuditLog,
         authenticator: Authenticator,
         models: ModelRegistry,
+        rules: RuleBook | None = None,
+        alerts: AlertFeed | None = None,
+        redactions: RedactionStore | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY,
     ) -> None:
         self._auth = authenticator
@@ -68,6 +76,10 @@ class AdminAPI:
             *audit_endpoints(audit),
             *model_endpoints(models),
         ]  # fmt: skip
+        if rules is not None and alerts is not None:
+            self.endpoints += governance_endpoints(rules, alerts)
+        if redactions is not None:
+            self.endpoints += redaction_endpoints(redactions)
         self._document = openapi_document(self.endpoints, version=_version())
 
     def routes(self) -> list[BaseRoute]:

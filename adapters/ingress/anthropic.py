@@ -105,9 +105,11 @@ class AnthropicIngress:
                 env.params[BETA_MARK] = beta
             if env.stream:
                 chunks = await self._pipeline.stream(call, env)
-                return SSEResponse(self._sse(call, env, chunks))
+                return SSEResponse(self._sse(call, env, chunks), headers=call.headers)
             reply = await self._pipeline.complete(call, env)
-            return JSONResponse(message_reply_to_wire(reply, _message_id(call)))
+            return JSONResponse(
+                message_reply_to_wire(reply, _message_id(call)), headers=call.headers
+            )
 
         return await self._guarded(request, "anthropic.messages", run, record=True)
 

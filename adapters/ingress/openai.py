@@ -77,9 +77,11 @@ class OpenAIIngress:
             env = chat_request_to_envelope(req, call.request_id)
             if env.stream:
                 chunks = await self._pipeline.stream(call, env)
-                return SSEResponse(self._sse(call, env, chunks))
+                return SSEResponse(self._sse(call, env, chunks), headers=call.headers)
             reply = await self._pipeline.complete(call, env)
-            return JSONResponse(chat_reply_to_wire(reply, _completion_id(call)))
+            return JSONResponse(
+                chat_reply_to_wire(reply, _completion_id(call)), headers=call.headers
+            )
 
         return await self._guarded(request, "openai.chat", run)
 
@@ -89,7 +91,7 @@ class OpenAIIngress:
             req = parse_json_model(EmbeddingRequest, body)
             env = embedding_request_to_envelope(req, call.request_id)
             reply = await self._pipeline.complete(call, env)
-            return JSONResponse(embedding_reply_to_wire(reply))
+            return JSONResponse(embedding_reply_to_wire(reply), headers=call.headers)
 
         return await self._guarded(request, "openai.embeddings", run)
 

@@ -9,7 +9,7 @@ finish, the filter fails closed (503) unless configured to fail open.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Literal
 
 import anyio
@@ -78,6 +78,7 @@ class PIIFilter:
         analyzer: Analyzer | None = None,
         cache_size: int = 4096,
         max_hold: int = DEFAULT_MAX_HOLD,
+        count: Callable[[int], None] | None = None,
     ) -> None:
         overrides = dict(actions or {})
         for act in (action, *overrides.values()):
@@ -92,6 +93,7 @@ class PIIFilter:
         self.timeout = timeout_ms / 1000
         self.fail: Fail = fail
         self.analyses = 0
+        self._count = count
         self.max_hold = max_hold
         self._cache = AnalysisCache(cache_size)
         self._loaded = False
@@ -270,6 +272,8 @@ class PIIFilter:
             return [analyzer.analyze(text, entities) for text in texts]
 
         self.analyses += len(texts)
+        if self._count is not None:
+            self._count(len(texts))
         try:
             if not self._loaded:
                 # Not under the deadline: loading happens once and is bounded (no downloads).
@@ -323,15 +327,26 @@ class PIIFilter:
         return env.visit_text(visit)
 
 
-def build_pii_filter(config: PiiFilterConfig, *, secret: bytes) -> PIIFilter:
-    """The filter `filters.pii` as configured (the app calls this by registry string)."""
+def build_pii_filter(
+    config: PiiFilterConfig, *, secret: bytes, count: Callable[[int], None] | None = None
+) -> PIIFilter:
+    """The filter `filters.pii` as configured (the app calls this by registry string).
+
+    `count` is told how many texts each analysis sends to the analyzer (the app's metric).
+
+    Raises:
+        ConfigError: as `PIIFilter` does.
+    """
     return PIIFilter(
         secret=secret,
         action=config.action,
         entities=config.entities,
+        actions=config.actions,
         ner=config.ner,
         timeout_ms=config.timeout_ms,
         fail=config.fail,
+        analyzer=PIIAnalyzer(ner=config.ner, score_threshold=config.score_threshold),
+        count=count,
     )
 
 

@@ -32,6 +32,7 @@ CONTRACT_PATHS = {
     ("get", "/admin/org-units"),
     ("post", "/admin/org-units"),
     ("get", "/admin/audit"),
+    ("get", "/admin/redactions"),
     ("get", "/admin/models/{name}"),
     ("put", "/admin/models/{name}"),
     ("get", "/admin/models/{name}/versions"),
@@ -52,12 +53,16 @@ async def test_the_document_lists_every_served_endpoint(gw: Gateway) -> None:
     operations = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert operations >= CONTRACT_PATHS
     access = gw.app.state.gateway.access
+    governor = gw.app.state.gateway.governor
     api = AdminAPI(
         keyring=access.keyring,
         directory=access.directory,
         audit=access.audit,
         authenticator=access.authenticator,
         models=gw.app.state.gateway.models,
+        rules=governor.rules,
+        alerts=governor.alerts,
+        redactions=gw.app.state.gateway.store,
     )
     served = {
         (e.method.lower(), e.path.replace("{path:path}", "{path}").replace("{id:path}", "{id}"))

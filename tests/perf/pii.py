@@ -1,0 +1,110 @@
+"""PII filter benchmark (printed, not asserted; not collected by pytest).
+
+    python tests/perf/pii.py
+
+Added latency per request for a new 300-character and a new 4 KB message (pattern mode; NER when
+its model package is installed), the per-turn cost across a 20-turn replayed session, and recall
+and precision per entity type on fixtures/pii/matrix.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import statistics
+import time
+from pathlib import Path
+
+from core.access import Principal
+from core.envelope import Envelope, Message, Modality, TextPart
+from core.filtering import FilterContext
+from filters.pii import PIIFilter
+from filters.pii.engine import NER_MODEL
+
+ROOT = Path(__file__).parents[2]
+SENTENCE = "Please call +1 212-555-0147 or write to jane.roe@example.com about order {n}. "
+
+
+def _envelope(texts: list[str]) -> Envelope:
+    return Envelope(
+        id="bench",
+        modality=Modality.CHAT,
+        model="m",
+        messages=[Message("user", [TextPart(t)]) for t in texts],
+    )
+
+
+def _context() -> FilterContext:
+    principal = Principal(key_id="k", key_name="bench", org_path="a/b/c")
+    return FilterContext("req", principal, "span", {})
+
+
+def _text(chars: int, n: int) -> str:
+    out = ""
+    while len(out) < chars:
+        out += SENTENCE.format(n=n) + "Nothing personal here, just words to fill the line. "
+        n += 1
+    return out[:chars]
+
+
+async def _latency(pii: PIIFilter, chars: int, runs: int = 50) -> float:
+    samples = []
+    for i in range(runs):
+        env = _envelope([_text(chars, i * 1000)])  # a new text every time: no cache hit
+        start = time.perf_counter()
+        await pii.on_request(env, _context())
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+async def _session(pii: PIIFilter) -> tuple[float, float, int, int]:
+    history: list[str] = []
+    costs: list[tuple[float, int]] = []
+    for turn in range(1, 21):
+        history.append(f"Turn {turn}: call me on +1 212-555-01{turn:02d} about order {turn}.")
+        before = pii.analyses
+        start = time.perf_counter()
+        await pii.on_request(_envelope(list(history)), _context())
+        costs.append(((time.perf_counter() - start) * 1000, pii.analyses - before))
+        history.append(f"Noted, turn {turn}.")
+    return costs[1][0], costs[19][0], costs[1][1], costs[19][1]
+
+
+async def _quality(pii: PIIFilter) -> dict[str, tuple[int, int, int]]:
+    matrix = json.loads((ROOT / "fixtures/pii/matrix.json").read_text())
+    scores: dict[str, tuple[int, int, int]] = {}
+    for v in matrix["values"]:
+        if v.get("ner_only") and "PERSON" not in pii.entities:
+            continue
+        env = _envelope([v["text"]])
+        await pii.on_request(env, _context())
+        kinds = [f.kind for f in env.findings]
+        tp = int(v["entity"] in kinds)
+        fp = sum(1 for k in kinds if k != v["entity"])
+        tp0, fp0, n0 = scores.get(v["entity"], (0, 0, 0))
+        scores[v["entity"]] = (tp0 + tp, fp0 + fp, n0 + 1)
+    return scores
+
+
+async def main() -> None:
+    modes = [("pattern", False)]
+    if importlib.util.find_spec(NER_MODEL) is not None:
+        modes.append(("NER", True))
+    else:
+        print("NER: not installed")
+    for name, ner in modes:
+        pii = PIIFilter(secret=b"bench", ner=ner, timeout_ms=10_000)
+        await pii.warm()
+        print(f"[{name}] new 300-char message: p50 {await _latency(pii, 300):.2f} ms added")
+        print(f"[{name}] new 4 KB message:     p50 {await _latency(pii, 4096, 20):.2f} ms added")
+        t2, t20, a2, a20 = await _session(pii)
+        print(f"[{name}] 20-turn replay: turn 2 {t2:.2f} ms ({a2} analysed), "
+              f"turn 20 {t20:.2f} ms ({a20} analysed)")  # fmt: skip
+        for entity, (tp, fp, n) in sorted((await _quality(pii)).items()):
+            precision = tp / (tp + fp) if tp + fp else 0.0
+            print(f"[{name}] {entity:16} recall {tp}/{n}  precision {precision:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
