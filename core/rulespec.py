@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# The same spellings as core.governance.model.Level / Kind / Period / BudgetAction.
+# The vocabulary of limits and budgets, defined once: the engine (core.governance) imports it.
 Level = Literal["key", "project", "team", "department", "organization", "customer", "app", "agent"]
 Kind = Literal[
     "requests",

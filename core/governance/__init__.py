@@ -22,9 +22,10 @@ from core.governance.gate import (
     PriceFor,
 )
 from core.governance.headers import rate_limit_headers
-from core.governance.model import Alert, Budget, BudgetAction, Kind, Level, Limit, Period
+from core.governance.model import Alert, Budget, Limit
 from core.governance.plan import to_micros
 from core.governance.windows import Bucket, Window
+from core.rulespec import BudgetAction, Kind, Level, Period
 
 __all__ = [
     "Admission",

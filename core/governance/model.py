@@ -14,26 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from core.access import Principal
 from core.envelope import Envelope, Modality
 from core.governance.windows import Window
-
-Level = Literal["key", "project", "team", "department", "organization", "customer", "app", "agent"]
-Kind = Literal[
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "concurrent",
-    "audio_seconds",
-    "images",
-    "video_seconds",
-    "tool_calls",
-]
-Period = Literal["day", "month"]
-BudgetAction = Literal["block", "alert-only"]
+from core.rulespec import BudgetAction, Kind, Level, Period
 
 TOKEN_KINDS: tuple[Kind, ...] = ("input_tokens", "output_tokens", "total_tokens")
 DEFAULT_THRESHOLDS = (0.5, 0.8, 1.0)

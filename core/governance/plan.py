@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.envelope import Envelope, Modality, Usage
-from core.governance.model import Budget, Kind, Level, Limit, budget_applies, limit_applies
+from core.governance.model import Budget, Limit, budget_applies, limit_applies
 from core.governance.windows import Bucket
+from core.rulespec import Kind, Level
 
 MICROS_PER_USD = 1_000_000
 TTL_MARGIN_SECONDS = 60.0
