@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters.admin.http import AdminCall, Endpoint, Listing, Query, Reply
+from adapters.admin.http import (
+    AdminCall,
+    Endpoint,
+    Listing,
+    Query,
+    Reply,
+    query_instant,
+    query_integer,
+)
 from adapters.admin.schemas import AuditList, ChainReport
 from core.audit import EVENT_COLUMNS, MAX_QUERY_LIMIT, AuditLog, AuditQuery, event_view
-from core.errors import ValidationFailed
 from core.roles import Permission, require
-from core.timestamps import parse_instant
 
 _READERS = "admin, security"
 
@@ -24,10 +30,10 @@ def audit_query(q: Mapping[str, str]) -> AuditQuery:
         actor=q.get("actor"),
         object=q.get("object"),
         action=q.get("action"),
-        since=_instant(q, "since"),
-        until=_instant(q, "until"),
-        after_id=_integer(q, "after_id", 0, 0, 2**62),
-        limit=_integer(q, "limit", 1000, 1, MAX_QUERY_LIMIT),
+        since=query_instant(q, "since"),
+        until=query_instant(q, "until"),
+        after_id=query_integer(q, "after_id", 0, 0, 2**62),
+        limit=query_integer(q, "limit", 1000, 1, MAX_QUERY_LIMIT),
     )
 
 
@@ -69,21 +75,3 @@ def audit_endpoints(audit: AuditLog) -> list[Endpoint]:
                  "event altered, deleted or reordered.", _READERS, response=ChainReport,
                  tags=tags),
     ]  # fmt: skip
-
-
-def _instant(q: Mapping[str, str], name: str) -> float | None:
-    if name not in q:
-        return None
-    try:
-        return parse_instant(q[name])
-    except ValueError as exc:
-        raise ValidationFailed(f"{name}: {exc}", param=name) from None
-
-
-def _integer(q: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    if name not in q:
-        return default
-    text = q[name]
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ValidationFailed(f"{name}: expected an integer from {low} to {high}", param=name)
-    return int(text)

@@ -20,6 +20,7 @@ from core.audit import Actor
 from core.errors import GatewayError, InvalidJSON, PayloadTooLarge, ValidationFailed
 from core.export import to_csv
 from core.keyspec import explain
+from core.timestamps import parse_instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +165,31 @@ def check_query(query: Mapping[str, str], endpoint: Endpoint) -> None:
         )
     if endpoint.exportable and query.get("format", "json") not in ("json", "csv"):
         raise ValidationFailed("format: expected 'json' or 'csv'.", param="format")
+
+
+def query_instant(q: Mapping[str, str], name: str) -> float | None:
+    """A time in the query (ISO 8601 or epoch seconds), or None when absent.
+
+    Raises:
+        ValidationFailed: it is present but not a time.
+    """
+    if name not in q:
+        return None
+    try:
+        return parse_instant(q[name])
+    except ValueError as exc:
+        raise ValidationFailed(f"{name}: {exc}", param=name) from None
+
+
+def query_integer(q: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An integer in the query within [low, high], or `default` when absent.
+
+    Raises:
+        ValidationFailed: it is present but not such an integer.
+    """
+    if name not in q:
+        return default
+    text = q[name]
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValidationFailed(f"{name}: expected an integer from {low} to {high}", param=name)
+    return int(text)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters.admin.http import AdminCall, Endpoint, Listing, Query
-from core.errors import ValidationFailed
+from adapters.admin.http import AdminCall, Endpoint, Listing, Query, query_instant, query_integer
 from core.redaction import (
     MAX_QUERY_LIMIT,
     REDACTION_COLUMNS,
@@ -14,7 +13,6 @@ from core.redaction import (
     redaction_view,
 )
 from core.roles import Permission, require
-from core.timestamps import parse_instant
 
 
 def redaction_query(q: Mapping[str, str]) -> RedactionQuery:
@@ -24,14 +22,14 @@ def redaction_query(q: Mapping[str, str]) -> RedactionQuery:
         ValidationFailed: a time or number that does not parse or is out of range.
     """
     return RedactionQuery(
-        since=_instant(q, "since"),
-        until=_instant(q, "until"),
+        since=query_instant(q, "since"),
+        until=query_instant(q, "until"),
         org_path=q.get("org_path") or q.get("team"),
         key_id=q.get("key_id"),
         entity_type=q.get("entity_type"),
         action=q.get("action"),
-        after_id=_integer(q, "after_id", 0, 0, 2**62),
-        limit=_integer(q, "limit", 1000, 1, MAX_QUERY_LIMIT),
+        after_id=query_integer(q, "after_id", 0, 0, 2**62),
+        limit=query_integer(q, "limit", 1000, 1, MAX_QUERY_LIMIT),
     )
 
 
@@ -58,21 +56,3 @@ def redaction_endpoints(store: RedactionStore) -> list[Endpoint]:
                            "integer"),
                  )),
     ]  # fmt: skip
-
-
-def _instant(q: Mapping[str, str], name: str) -> float | None:
-    if name not in q:
-        return None
-    try:
-        return parse_instant(q[name])
-    except ValueError as exc:
-        raise ValidationFailed(f"{name}: {exc}", param=name) from None
-
-
-def _integer(q: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    if name not in q:
-        return default
-    text = q[name]
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ValidationFailed(f"{name}: expected an integer from {low} to {high}", param=name)
-    return int(text)
