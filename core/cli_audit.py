@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 from core.audit import EVENT_COLUMNS, MAX_QUERY_LIMIT, AuditQuery, event_view
-from core.cli_session import AdminSession, config_arg, output_arg, run_admin, show_rows
-from core.timestamps import parse_instant
+from core.cli_session import AdminSession, config_arg, instant_arg, output_arg, run_admin, show_rows
 
 
 def add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,19 +26,12 @@ def add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     lst.add_argument("--actor")
     lst.add_argument("--object")
     lst.add_argument("--action")
-    lst.add_argument("--since", type=_instant, help="ISO 8601 or epoch seconds")
-    lst.add_argument("--until", type=_instant, help="ISO 8601 or epoch seconds")
+    lst.add_argument("--since", type=instant_arg, help="ISO 8601 or epoch seconds")
+    lst.add_argument("--until", type=instant_arg, help="ISO 8601 or epoch seconds")
     lst.add_argument("--after-id", type=int, default=0)
     lst.add_argument("--limit", type=int, default=MAX_QUERY_LIMIT)
     output_arg(lst, csv=True)
     lst.set_defaults(run=_list)
-
-
-def _instant(text: str) -> float:
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _verify(args: argparse.Namespace) -> int:

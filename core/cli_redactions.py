@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, cast
 
-from core.cli_session import AdminSession, config_arg, output_arg, run_admin, show_rows
+from core.cli_session import AdminSession, config_arg, instant_arg, output_arg, run_admin, show_rows
 from core.redaction import (
     MAX_QUERY_LIMIT,
     REDACTION_COLUMNS,
@@ -13,7 +13,6 @@ from core.redaction import (
     RedactionStore,
     redaction_view,
 )
-from core.timestamps import parse_instant
 
 
 def add_redaction_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,8 +20,8 @@ def add_redaction_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     rsub = redactions.add_subparsers(required=True, metavar="ACTION")
     lst = rsub.add_parser("list", help="list redaction events, filtered")
     config_arg(lst)
-    lst.add_argument("--since", type=_instant, help="ISO 8601 or epoch seconds")
-    lst.add_argument("--until", type=_instant, help="ISO 8601 or epoch seconds")
+    lst.add_argument("--since", type=instant_arg, help="ISO 8601 or epoch seconds")
+    lst.add_argument("--until", type=instant_arg, help="ISO 8601 or epoch seconds")
     lst.add_argument("--org-path", "--team", dest="org_path", help="this unit and below")
     lst.add_argument("--key-id")
     lst.add_argument("--entity-type")
@@ -31,13 +30,6 @@ def add_redaction_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     lst.add_argument("--limit", type=int, default=1000)
     output_arg(lst, csv=True)
     lst.set_defaults(run=_list)
-
-
-def _instant(text: str) -> float:
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _list(args: argparse.Namespace) -> int:

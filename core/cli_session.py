@@ -29,6 +29,7 @@ from core.keyring import Keyring
 from core.keyspec import explain
 from core.orgs import parse_tags
 from core.state import Store
+from core.timestamps import parse_instant
 
 T = TypeVar("T")
 
@@ -143,3 +144,11 @@ def show_rows(
     else:
         for row in rows:
             print(line(row))
+
+
+def instant_arg(text: str) -> float:
+    """An argparse type for a time: ISO 8601 or epoch seconds."""
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
