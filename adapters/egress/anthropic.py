@@ -24,6 +24,7 @@ from adapters.egress.upstream import (
     json_object,
     sse_data,
     status_error,
+    timeouts,
     transport_error,
 )
 from adapters.wire.anthropic import BETA_MARK, message_reply_from_wire
@@ -59,15 +60,7 @@ class AnthropicProvider:
         }
         if config.api_key:
             self._headers["x-api-key"] = config.api_key
-        self._timeout = aiohttp.ClientTimeout(
-            total=config.timeout_seconds, sock_connect=config.connect_timeout_seconds
-        )
-        # A stream may run long; what must not happen is a long silence between events.
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=config.connect_timeout_seconds,
-            sock_read=config.timeout_seconds,
-        )
+        self._timeout, self._stream_timeout = timeouts(config)
 
     async def send(self, env: Envelope) -> Envelope:
         """Raises:

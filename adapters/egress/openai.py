@@ -21,6 +21,7 @@ from adapters.egress.upstream import (
     json_object,
     sse_data,
     status_error,
+    timeouts,
     transport_error,
 )
 from adapters.wire.openai import (
@@ -51,15 +52,7 @@ class OpenAIProvider:
         self._headers = {"content-type": "application/json", **config.headers}
         if config.api_key:
             self._headers["authorization"] = f"Bearer {config.api_key}"
-        self._timeout = aiohttp.ClientTimeout(
-            total=config.timeout_seconds, sock_connect=config.connect_timeout_seconds
-        )
-        # A stream may run long; what must not happen is a long silence between chunks.
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=config.connect_timeout_seconds,
-            sock_read=config.timeout_seconds,
-        )
+        self._timeout, self._stream_timeout = timeouts(config)
 
     async def send(self, env: Envelope) -> Envelope:
         if env.modality is Modality.EMBEDDING:

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from core.config import Provider as ProviderConfig
 from core.errors import (
     GatewayError,
     UpstreamError,
@@ -98,3 +99,20 @@ async def sse_data(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]
                 yield line[5:].strip()
     if pending.startswith(b"data:"):
         yield pending[5:].strip()
+
+
+def timeouts(config: ProviderConfig) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+    """The timeouts for a whole reply and for a stream.
+
+    A stream may run long; what must not happen is a long silence between its events, so it has
+    no total but a read timeout.
+    """
+    whole = aiohttp.ClientTimeout(
+        total=config.timeout_seconds, sock_connect=config.connect_timeout_seconds
+    )
+    stream = aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=config.connect_timeout_seconds,
+        sock_read=config.timeout_seconds,
+    )
+    return whole, stream
