@@ -144,6 +144,7 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
     audio_seconds: float = 0.0
     images: int = 0
     video_seconds: float = 0.0

@@ -317,6 +317,13 @@ class Pipeline:
         span.output_tokens = usage.output_tokens
         span.cached_tokens = usage.cached_tokens
         span.reasoning_tokens = usage.reasoning_tokens
+        span.cache_write_tokens = usage.cache_write_tokens
+        span.audio_seconds = usage.audio_seconds
+        span.images = usage.images
+        span.video_seconds = usage.video_seconds
+        served = [a for a in span.attempts if a.status == "ok"]
+        if served and span.upstream_ms is None:
+            span.upstream_ms = served[-1].latency_ms
         # A model name the router does not know is client input: never a label value, or any
         # client could grow the metrics without bound.
         model = span.model_requested or ""

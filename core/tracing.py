@@ -115,6 +115,14 @@ class Span:
     flags: list[str] = field(default_factory=list)
     redactions: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # The MCP tool a tool call ran (`<server>__<tool>`); None for model calls.
+    tool: str | None = None
+    cache_write_tokens: int = 0
+    audio_seconds: float = 0.0
+    images: int = 0
+    video_seconds: float = 0.0
+    # Time the upstream itself took (the served attempt), the base of GPU-time cost.
+    upstream_ms: float | None = None
     # Not a column: written as the call's redaction-log events, in the span's transaction.
     findings: list[Finding] = field(default_factory=list, compare=False)
 

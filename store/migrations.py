@@ -215,11 +215,24 @@ CREATE INDEX redaction_events_key ON redaction_events (key_id, at);
 CREATE INDEX redaction_events_org ON redaction_events (org_path, at);
 """
 
+# Units beyond tokens, on every span: the tool an MCP call ran, media and audio units, prompt-cache
+# writes, and the upstream's own time (GPU-time cost for self-hosted targets).
+_SPAN_UNITS = """
+ALTER TABLE spans ADD COLUMN tool TEXT;
+ALTER TABLE spans ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE spans ADD COLUMN audio_seconds REAL NOT NULL DEFAULT 0;
+ALTER TABLE spans ADD COLUMN images INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE spans ADD COLUMN video_seconds REAL NOT NULL DEFAULT 0;
+ALTER TABLE spans ADD COLUMN upstream_ms REAL;
+CREATE INDEX spans_tool ON spans (tool);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _KEYS_SPANS_AUDIT),
     Migration(2, _ACCESS_AND_ORGANIZATION),
     Migration(3, _MODEL_VERSIONS),
     Migration(5, _REDACTION_LOG),
+    Migration(6, _SPAN_UNITS),
 )
 """Every migration, oldest first; the last one's version is the schema this build writes."""
 

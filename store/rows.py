@@ -61,7 +61,8 @@ SPAN_COLUMNS = (
     "request_id, span_id, trace_id, parent_span_id, agent_id, session_id, key_id, org_path, app, "
     "customer, modality, route, model_requested, provider, upstream_model, stream, attempts, "
     "attempts_json, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, "
-    "latency_ms, ttft_ms, status, http_status, error_code, flags, redactions, extra, started_at"
+    "latency_ms, ttft_ms, status, http_status, error_code, flags, redactions, extra, started_at, "
+    "tool, cache_write_tokens, audio_seconds, images, video_seconds, upstream_ms"
 )
 
 
@@ -325,6 +326,12 @@ def span_row(span: Span) -> tuple[object, ...]:
         span.redactions,
         dump_json(span.extra),
         span.started_at,
+        span.tool,
+        span.cache_write_tokens,
+        span.audio_seconds,
+        span.images,
+        span.video_seconds,
+        span.upstream_ms,
     )
 
 
@@ -361,6 +368,12 @@ def span_from(row: RowLike) -> Span:
         flags=list(json.loads(row["flags"])),
         redactions=row["redactions"],
         extra=json.loads(row["extra"]),
+        tool=row["tool"],
+        cache_write_tokens=row["cache_write_tokens"],
+        audio_seconds=row["audio_seconds"],
+        images=row["images"],
+        video_seconds=row["video_seconds"],
+        upstream_ms=row["upstream_ms"],
     )
 
 

@@ -108,6 +108,12 @@ def full_span() -> Span:
         flags=["usage_estimated", "pii_redacted"],
         redactions=3,
         extra={"tools": ["search"], "nested": {"n": 1, "ok": True, "none": None}, "ü": "ß"},
+        tool="calc__add",
+        cache_write_tokens=12,
+        audio_seconds=1.5,
+        images=2,
+        video_seconds=4.0,
+        upstream_ms=33.5,
         findings=[Finding("pii", "EMAIL_ADDRESS", Scope.MESSAGE, "redact", 0.9, 3, 20, "ab12")],
     )
 
