@@ -62,6 +62,8 @@ class Scopes:
     modalities: tuple[str, ...] = ()
     egress: str = "public"
     ip_allowlist: tuple[str, ...] = ()
+    # Realtime voice: the gateway transcribes the caller and sends the upstream text, never audio.
+    privacy_mode: bool = False
 
     def allows_model(self, model: str) -> bool:
         return not self.models or any(fnmatch.fnmatchcase(model, g) for g in self.models)

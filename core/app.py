@@ -27,20 +27,37 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.access import Authenticator
+from core.alerting import CircuitAlerts
 from core.audit import AuditLog
+from core.bus import ALL, KEYS, MODELS, ChangeFeed
 from core.config import Config, ConfigError
 from core.config import Provider as ProviderConfig
 from core.config_reload import reload_on_sighup
 from core.directory import Directory
+from core.drain import InFlight, InFlightMiddleware
 from core.filtering import Filter
 from core.governor import Governor, build_governor
 from core.keyring import Keyring, bootstrap_admin
+from core.lockout import FailureLedger
+from core.mcp import McpControl
 from core.metering import PriceCatalog
 from core.metrics import Metrics
 from core.model_registry import ModelRegistry
+from core.moderation_model import routed_classifier
+from core.ops.circuits import refresh_circuit_gauge
+from core.ops.reconciliation import ReconciliationStore
+from core.ops.runtime import Operations, build_operations
+from core.ops.sessions import ConsoleSessionStore
 from core.pipeline import Pipeline
 from core.provider import Provider
 from core.redaction import RedactionStore, pii_secret, prune_redactions
+from core.replication import (
+    build_feed,
+    follow_changes,
+    shared_failure_ledger,
+    shared_routing_state,
+)
+from core.reports import UsageStore
 from core.routing import Router
 from core.state import Store
 from core.tracing import SpanWriter, new_request_id
@@ -50,6 +67,7 @@ logger = logging.getLogger("agentgw")
 STORES = {
     "sqlite": "store.sqlite:SQLiteStore",
     "memory": "store.memory:MemoryStore",
+    "postgresql": "store.postgres:PostgresStore",
 }
 PROVIDERS = {
     "openai": "adapters.egress.openai:OpenAIProvider",
@@ -60,15 +78,27 @@ SHARED_HTTP = "adapters.egress.http:SharedHTTP"
 INGRESSES = (
     "adapters.ingress.openai:OpenAIIngress",
     "adapters.ingress.anthropic:AnthropicIngress",
+    "adapters.ingress.images:ImagesIngress",
+)
+# Video jobs are kept in the store and read back from the provider that made them.
+VIDEO_INGRESS = "adapters.ingress.videos:VideosIngress"
+# Voice ingresses take the whole config (privacy mode per model, voice options).
+VOICE_INGRESSES = (
+    "adapters.ingress.realtime:RealtimeIngress",
+    "adapters.ingress.audio:AudioIngress",
 )
 ADMIN_API = "adapters.admin.api:AdminAPI"
+CONSOLE = "adapters.admin.console:Console"
+MCP_BRIDGE = "mcp_bridge:McpBridge"
 # In the order requests meet them (replies meet them in reverse).
 FILTERS = {
     "pii": "filters.pii:build_pii_filter",
     "moderation": "filters.moderation:build_moderation_filter",
     "injection": "filters.injection:InjectionFilter",
+    "media": "filters.media:build_media_filter",
 }
 DEFAULT_RETENTION_DAYS = 90.0
+DRAIN_UNWIND_SECONDS = 10.0
 
 
 class Resource(Protocol):
@@ -97,6 +127,11 @@ def open_store(url: str) -> Store:
         return cast(Store, load(STORES["sqlite"])(url.removeprefix("sqlite:///")))
     if url == "memory://":
         return cast(Store, load(STORES["memory"])())
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            return cast(Store, load(STORES["postgresql"])(url))
+        except ValueError as exc:  # a bad option in the URL (schema, pool_size)
+            raise ConfigError(f"store: {exc}") from exc
     raise ConfigError(f"store: '{url.split(':', 1)[0]}' is not available in this build yet")
 
 
@@ -127,6 +162,13 @@ class Gateway:
     ready: bool = False
     closers: list[Callable[[], Any]] = field(default_factory=list)
     filters: list[Filter] = field(default_factory=list)
+    # The MCP bridge (`core.mcp.McpControl`, started in the lifespan), when mcp_servers is set.
+    mcp: Any = None
+    ops: Operations | None = None
+    catalog: PriceCatalog = field(default_factory=lambda: PriceCatalog(()))
+    # Changes to and from the other replicas (`core.bus`); local-only without `redis:`.
+    feed: ChangeFeed = field(default_factory=lambda: ChangeFeed(None))
+    inflight: InFlight = field(default_factory=InFlight)
 
 
 def build_gateway(config: Config, *, clock: Callable[[], float] = time.time) -> Gateway:
@@ -145,35 +187,63 @@ def build_gateway(config: Config, *, clock: Callable[[], float] = time.time) -> 
     metrics = Metrics()
     spans = SpanWriter(store, max_queue=config.spans.queue_size, batch_size=config.spans.batch_size)
     metrics.watch_queue(lambda: spans.depth)
+    shared = shared_routing_state(config, load)  # circuits and cache in Redis, if configured
+    catalog = PriceCatalog(config.prices)  # one catalog: versions added at run time apply to all
     router = Router(
         config.models,
         providers,
         {p.name: p.network for p in config.providers},
-        prices=PriceCatalog(config.prices),
+        prices=catalog,
         dropped={p.name: frozenset(p.quirks.drop_params) for p in config.providers},
+        **shared,
     )
-    access = _access(store, metrics, clock)
+    feed = build_feed(config, load)
+    failures = shared_failure_ledger(config, load)
+    access = _access(store, metrics, clock, announce=feed.announcer(KEYS), failures=failures)
     governor = build_governor(config, store, access.audit, load, clock=clock)
+    router.circuits = CircuitAlerts(router.circuits, governor.alerts)  # trips become alerts
+    governor.alerts.watch(
+        lambda kind, severity: metrics.alerts.labels(kind, severity).inc(),
+        lambda outcome: metrics.alert_deliveries.labels(outcome).inc(),
+    )
     pipeline = Pipeline(
         authenticator=access.authenticator,
         router=router,
         quota=governor.gate,
         filters=[],
-        prices=PriceCatalog(config.prices),
+        prices=catalog,
         spans=spans,
         metrics=metrics,
     )
-    models = ModelRegistry(store, access.audit, router, config.models, providers, clock=clock)
-    return Gateway(
-        config, store, http, providers, spans, metrics, pipeline, access, models, governor
-    )
+    models = ModelRegistry(store, access.audit, router, config.models, providers, clock=clock,
+                           on_change=feed.announcer(MODELS))  # fmt: skip
+    follow_changes(feed, access.authenticator, models, governor.rules)
+    gw = Gateway(config, store, http, providers, spans, metrics, pipeline, access, models, governor)
+    gw.feed = feed
+    gw.catalog = catalog
+    gw.closers.extend(part.aclose for part in shared.values())
+    if failures is not None:
+        gw.closers.append(cast(Resource, failures).aclose)
+    return gw
 
 
-def _access(store: Store, metrics: Metrics, clock: Callable[[], float]) -> Access:
-    authenticator = Authenticator(store, metrics=metrics, clock=clock)
+def _access(
+    store: Store,
+    metrics: Metrics,
+    clock: Callable[[], float],
+    announce: Callable[[str], None] = lambda subject: None,
+    failures: FailureLedger | None = None,
+) -> Access:
+    authenticator = Authenticator(store, metrics=metrics, clock=clock, failures=failures)
     audit = AuditLog(store, clock=clock)
-    # A change through this process drops the key cache, so it holds from the very next request.
-    keyring = Keyring(store, audit, clock=clock, on_change=authenticator.forget)
+
+    # A change through this process drops the key cache, so it holds from the very next request
+    # here; the other replicas drop theirs when the change feed tells them.
+    def changed() -> None:
+        authenticator.forget()
+        announce(ALL)
+
+    keyring = Keyring(store, audit, clock=clock, on_change=changed)
     return Access(authenticator, audit, keyring, Directory(store, audit, clock=clock))
 
 
@@ -203,9 +273,29 @@ def _admin_routes(gw: Gateway) -> list[BaseRoute]:
         rules=gw.governor.rules,
         alerts=gw.governor.alerts,
         redactions=cast(RedactionStore, gw.store),
+        usage=cast(UsageStore, gw.store),
+        prices=gw.catalog,
+        price_book=gw.ops.prices if gw.ops is not None else None,
         max_body_bytes=gw.config.listen.max_body_bytes,
+        mcp=gw.mcp,
     )
     return cast(Ingress, api).routes()
+
+
+def _console_routes(gw: Gateway, clock: Callable[[], float]) -> list[BaseRoute]:
+    console = load(CONSOLE)(
+        authenticator=gw.access.authenticator,
+        keys=gw.store,
+        usage=cast(UsageStore, gw.store),
+        redactions=cast(RedactionStore, gw.store),
+        audit=gw.access.audit,
+        rules=gw.governor.rules,
+        alerts=gw.governor.alerts,
+        clock=clock,
+        imports=cast(ReconciliationStore, gw.store),
+        sessions=cast(ConsoleSessionStore, gw.store),
+    )
+    return cast(Ingress, console).routes()
 
 
 async def _install_filters(gw: Gateway, clock: Callable[[], float]) -> None:
@@ -224,9 +314,17 @@ async def _install_filters(gw: Gateway, clock: Callable[[], float]) -> None:
         await pii.warm()
         built.append(cast(Filter, pii))
     if cfg.moderation is not None:
-        built.append(cast(Filter, load(FILTERS["moderation"])(cfg.moderation)))
+        model = cfg.moderation.model
+        # The model is reached through our own routing (failover, circuits), never directly;
+        # each check is recorded as a child span of the call it checked.
+        classify = routed_classifier(gw.pipeline, model) if model else None
+        built.append(cast(Filter, load(FILTERS["moderation"])(cfg.moderation, classify=classify)))
     if cfg.injection is not None:
         built.append(cast(Filter, load(FILTERS["injection"])(action=cfg.injection.action)))
+    if cfg.media is not None:
+        media = load(FILTERS["media"])(cfg.media, metrics=gw.metrics.media)
+        await media.warm()
+        built.append(cast(Filter, media))
     gw.filters = built
     gw.pipeline.use_filters(built)
 
@@ -250,16 +348,8 @@ def _provider(cfg: ProviderConfig, http: Resource) -> Provider:
 def _refuse_unbuilt(config: Config) -> None:
     # Protection that is configured but not built must stop the start: silently forwarding the
     # data it was meant to guard would be worse than not starting.
-    moderation = config.filters.moderation
-    unbuilt = [
-        name
-        for name, value in (
-            ("filters.moderation.model", moderation is not None and moderation.model),
-            ("filters.media", config.filters.media),
-            ("mcp_servers", config.mcp_servers),
-        )
-        if value
-    ]
+    checks: tuple[tuple[str, object], ...] = ()  # (config path, its value) of unbuilt parts
+    unbuilt = [name for name, value in checks if value]
     if unbuilt:
         raise ConfigError(f"{', '.join(unbuilt)}: not available in this build yet")
 
@@ -278,6 +368,26 @@ def build_app(
         ConfigError: the config asks for something this build cannot provide.
     """
     gw = build_gateway(config, clock=clock)
+    if config.mcp_servers:
+        gw.mcp = load(MCP_BRIDGE)(
+            config,
+            gw.pipeline,
+            store=gw.store,
+            audit=gw.access.audit,
+            alert=getattr(gw.governor.alerts, "raise_alert", None),
+            clock=clock,
+        )
+    gw.ops = build_operations(
+        config,
+        gw.governor.alerts,
+        load,
+        usage=cast(UsageStore, gw.store),
+        rules=gw.governor.rules,
+        clock=clock,
+        prices=gw.catalog,
+        feed=gw.feed,
+    )
+    gw.ops.attach(gw.spans)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -286,21 +396,33 @@ def build_app(
         await _install_filters(gw, clock)
         await gw.models.open()
         await gw.governor.rules.open()
+        if gw.ops is not None:
+            await gw.ops.open()
         await gw.http.open()
         try:
             async with anyio.create_task_group() as tg:
                 gw.spans.start(tg)
                 tg.start_soon(_prune_redactions, gw, clock)
+                tg.start_soon(gw.feed.run)
                 gw.governor.alerts.start(tg)
+                if gw.ops is not None:
+                    gw.ops.start(tg)
                 if config_path is not None:
                     tg.start_soon(reload_on_sighup, config_path, config, gw.models)
+                if gw.mcp is not None:
+                    await tg.start(gw.mcp.serve)
                 gw.ready = True
                 try:
                     yield
                 finally:
                     gw.ready = False
                     with anyio.CancelScope(shield=True):
+                        # Requests cancelled at the drain deadline record their spans as they
+                        # unwind: wait for them, then flush (core.drain).
+                        await gw.inflight.wait_idle(DRAIN_UNWIND_SECONDS)
                         await gw.spans.aclose()
+                        if gw.ops is not None:
+                            await gw.ops.aclose()
                     tg.cancel_scope.cancel()  # the SIGHUP watcher runs until told to stop
         finally:
             with anyio.CancelScope(shield=True):
@@ -308,6 +430,8 @@ def build_app(
                     await provider.aclose()
                 await gw.http.aclose()
                 await gw.store.aclose()
+                for close in gw.closers:
+                    await close()
 
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
@@ -319,11 +443,26 @@ def build_app(
             Ingress, load(target)(gw.pipeline, max_body_bytes=config.listen.max_body_bytes)
         )
         routes.extend(ingress.routes())
+    for target in VOICE_INGRESSES:
+        routes.extend(cast(Ingress, load(target)(gw.pipeline, config)).routes())
+    videos = load(VIDEO_INGRESS)(
+        gw.pipeline,
+        jobs=gw.store,
+        providers=gw.providers,
+        max_body_bytes=config.listen.max_body_bytes,
+    )
+    routes.extend(cast(Ingress, videos).routes())
     routes.extend(_admin_routes(gw))
+    routes.extend(_console_routes(gw, clock))
+    if gw.mcp is not None:
+        routes.extend(cast(Ingress, gw.mcp).routes())
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(InFlightMiddleware, inflight=gw.inflight),
+            Middleware(RequestIdMiddleware),
+        ],
         exception_handlers={HTTPException: _http_error},
     )
     app.state.gateway = gw
@@ -343,14 +482,24 @@ def _readyz(gw: Gateway) -> Callable[[Request], Any]:
             # admits them unchecked; either way the operator must see it.
             closed = gw.config.governance.fail == "closed"
             body = {"status": "degraded", "governance": f"{gw.governor.backend} unavailable"}
+            if gw.feed.state != "local":
+                body["replication"] = gw.feed.state
             return JSONResponse(body, status_code=503 if closed else 200)
-        return JSONResponse({"status": "ready", "span_queue": gw.spans.depth})
+        ready: dict[str, Any] = {"status": "ready", "span_queue": gw.spans.depth}
+        if gw.mcp is not None:
+            # A down upstream is reported, never fails readiness: the others keep serving.
+            ready["mcp"] = {h.name: h.state for h in cast(McpControl, gw.mcp).health()}
+        if gw.feed.state != "local":
+            # "polling": the Redis bus is down; changes reach this replica by polling instead.
+            ready["replication"] = gw.feed.state
+        return JSONResponse(ready)
 
     return readyz
 
 
 def _metrics(gw: Gateway) -> Callable[[Request], Any]:
     async def metrics(request: Request) -> Response:
+        await refresh_circuit_gauge(gw.metrics.circuit_state, gw.pipeline.router)
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return metrics
@@ -359,6 +508,10 @@ def _metrics(gw: Gateway) -> Callable[[Request], Any]:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    if request.url.path.startswith("/v1/messages"):  # Anthropic clients parse their own shape
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        anthropic = {"type": "error", "error": {"type": kind, "message": exc.detail}}
+        return JSONResponse(anthropic, status_code=exc.status_code, headers=exc.headers)
     body = {
         "error": {
             "message": exc.detail,

@@ -35,6 +35,11 @@ def add_key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     create.add_argument("--role", choices=ROLES, default="user")
     _scope_args(create)
     create.add_argument("--egress", choices=["public", "private"], default="public")
+    create.add_argument(
+        "--privacy-mode",
+        action="store_true",
+        help="realtime voice: transcribe the caller in the gateway, send the upstream text only",
+    )
     expiry = create.add_mutually_exclusive_group()
     expiry.add_argument("--expires-in-days", type=float)
     expiry.add_argument("--expires-at", help="ISO 8601, e.g. 2030-01-01T00:00:00Z")
@@ -63,6 +68,7 @@ def add_key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     update.add_argument("--role", choices=ROLES)
     _scope_args(update, patch=True)
     update.add_argument("--egress", choices=["public", "private"])
+    update.add_argument("--privacy-mode", choices=["on", "off"], help="realtime voice privacy mode")
     expiry = update.add_mutually_exclusive_group()
     expiry.add_argument("--expires-at", help="ISO 8601")
     expiry.add_argument("--no-expiry", action="store_true", help="remove the expiry date")
@@ -108,6 +114,7 @@ def _create(args: argparse.Namespace) -> int:
             modalities=args.modalities,
             egress=args.egress,
             ip_allowlist=args.ip_allowlist,
+            privacy_mode=args.privacy_mode,
         ),
         expires_at=_expiry(args),
         app=args.app,
@@ -175,6 +182,7 @@ def _update(args: argparse.Namespace) -> int:
         "modalities": args.modalities,
         "egress": args.egress,
         "ip_allowlist": args.ip_allowlist,
+        "privacy_mode": None if args.privacy_mode is None else args.privacy_mode == "on",
     }
     fields: dict[str, Any] = {
         "name": args.name,

@@ -6,6 +6,7 @@ import argparse
 from typing import Any, cast
 
 from core.cli_session import AdminSession, config_arg, instant_arg, output_arg, run_admin, show_rows
+from core.envelope import Scope
 from core.redaction import (
     MAX_QUERY_LIMIT,
     REDACTION_COLUMNS,
@@ -26,6 +27,7 @@ def add_redaction_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     lst.add_argument("--key-id")
     lst.add_argument("--entity-type")
     lst.add_argument("--action")
+    lst.add_argument("--scope", choices=[s.value for s in Scope], help="where it was found")
     lst.add_argument("--after-id", type=int, default=0)
     lst.add_argument("--limit", type=int, default=1000)
     output_arg(lst, csv=True)
@@ -40,6 +42,7 @@ def _list(args: argparse.Namespace) -> int:
         key_id=args.key_id,
         entity_type=args.entity_type,
         action=args.action,
+        scope=args.scope,
         after_id=args.after_id,
         limit=max(1, min(args.limit, MAX_QUERY_LIMIT)),
     )

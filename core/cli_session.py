@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import ValidationError
 
-from core.app import open_store
+from core.app import load, open_store
 from core.audit import Actor, AuditLog
 from core.config import load_config
 from core.directory import Directory
@@ -28,6 +28,7 @@ from core.export import to_csv
 from core.keyring import Keyring
 from core.keyspec import explain
 from core.orgs import parse_tags
+from core.replication import announce
 from core.state import Store
 from core.timestamps import parse_instant
 
@@ -73,7 +74,11 @@ def run_admin(args: argparse.Namespace, work: Callable[[AdminSession], Awaitable
             session = AdminSession(
                 store, audit, Keyring(store, audit), Directory(store, audit), cli_actor()
             )
-            return await work(session)
+            head = await store.audit_head()
+            code = await work(session)
+            if await store.audit_head() != head:  # an audited change: running replicas re-read
+                await announce(config, load)
+            return code
         finally:
             await store.aclose()
 

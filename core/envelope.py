@@ -23,6 +23,7 @@ class Modality(StrEnum):
     IMAGE = "image"
     VIDEO = "video"
     TOOL = "tool"
+    MODERATION = "moderation"
 
 
 class Scope(StrEnum):
@@ -34,6 +35,7 @@ class Scope(StrEnum):
     TOOL_OUTPUT = "tool_output"
     TRANSCRIPT = "transcript"
     MEDIA_TEXT = "media_text"
+    MEDIA = "media"  # an image or video itself: OCR boxes, stripped metadata
 
 
 @dataclass(slots=True)
@@ -148,6 +150,8 @@ class Usage:
     audio_seconds: float = 0.0
     images: int = 0
     video_seconds: float = 0.0
+    # What was made, for media price tiers: "quality/size" of images, the size of a video.
+    media_tier: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -191,6 +195,10 @@ class Envelope:
     cost_usd: float | None = None
     vectors: list[Any] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # The wire a request came in on ("openai", "anthropic"), set by the ingress decoding it;
+    # "" for envelopes built inside the gateway. Encoders forward a request's wire-specific
+    # extras only to the same wire (see `adapters.wire`).
+    source: str = ""
 
     def visit_text(self, visitor: TextVisitor) -> int:
         """Offer every text in the envelope to `visitor`, in order; apply its replacements.
@@ -288,3 +296,6 @@ class StreamChunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where `text` sits, when not a reply message: a realtime voice transcript or a tool call's
+    # arguments streamed as text. Stream filters label their findings with it (None: MESSAGE).
+    scope: Scope | None = None

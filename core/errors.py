@@ -16,6 +16,7 @@ their protocol's error shape; nothing derives a status from message text.
     ├── NotFound                   404  unknown model, route or object
     ├── Conflict                   409  a duplicate name, or an object changed meanwhile
     ├── PayloadTooLarge            413
+    ├── UnsupportedMediaType       415  a Content-Type the endpoint does not read
     ├── RateLimited                429  a limit of ours; carries retry_after
     │   └── AuthThrottled          429  too many failed authentications from one address
     ├── QuotaExceeded              429  a budget of ours is spent
@@ -115,6 +116,14 @@ class Conflict(GatewayError):
 class PayloadTooLarge(GatewayError):
     status_code = 413
     code = "payload_too_large"
+    type = "invalid_request_error"
+
+
+class UnsupportedMediaType(GatewayError):
+    """The body's Content-Type is not one the endpoint reads (a form sent to a JSON endpoint)."""
+
+    status_code = 415
+    code = "unsupported_media_type"
     type = "invalid_request_error"
 
 

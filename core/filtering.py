@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from core.access import Principal
-from core.envelope import Envelope, StreamChunk
+from core.envelope import Envelope, StreamChunk, TraceContext
 from core.errors import GatewayError
 
 
@@ -49,6 +49,9 @@ class FilterContext:
     principal: Principal
     span_id: str
     state: dict[str, object]
+    # The call's place in its trace: a filter's own upstream call (the moderation model) is
+    # recorded as a child span of the call it checks. None outside a pipeline call.
+    trace: TraceContext | None = None
 
 
 class Filter(Protocol):
@@ -68,6 +71,10 @@ class Filter(Protocol):
         self, chunks: AsyncIterator[StreamChunk], ctx: FilterContext
     ) -> AsyncIterator[StreamChunk]:
         """Wrap a streamed reply; yield what the client may see.
+
+        A chunk's `scope` (None: `MESSAGE`) says where its text sits when the caller knows it is
+        not a reply message (a realtime voice transcript, function-call arguments relayed as
+        text); findings on that text are labelled with it.
 
         Raises:
             GatewayError: to end the stream with an error.

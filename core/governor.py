@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from core.alert_store import AlertStore
 from core.alerting import AlertFeed
 from core.audit import AuditLog
 from core.config import Config
@@ -58,7 +59,16 @@ def build_governor(
         backend = "redis"
     else:
         counters, backend = MemoryCounters(), "memory"
-    alerts = AlertFeed([w.url for w in config.alerts.webhooks], clock=clock)
+    hooks = config.alerts
+    alerts = AlertFeed(
+        [w.url for w in hooks.webhooks],
+        store=cast(AlertStore, store),  # every backend implements it (core.alert_store)
+        audit=audit,
+        attempts=hooks.attempts,
+        backoff_seconds=hooks.backoff_seconds,
+        timeout_seconds=hooks.timeout_seconds,
+        clock=clock,
+    )
     gov = config.governance
     defaults = {m.name: gov.default_max_tokens or m.default_max_tokens for m in config.models}
     gate = GovernanceGate(

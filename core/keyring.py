@@ -54,6 +54,7 @@ def key_snapshot(record: KeyRecord) -> dict[str, Any]:
             "modalities": list(record.scopes.modalities),
             "egress": record.scopes.egress,
             "ip_allowlist": list(record.scopes.ip_allowlist),
+            "privacy_mode": record.scopes.privacy_mode,
         },
         "tags": dict(record.tags),
         "status": record.status,

@@ -26,7 +26,7 @@ from core.orgs import parse_org_path, parse_party_id, parse_tags
 
 # The same roles as core.access.ROLES (a test keeps the two lists equal).
 Role = Literal["user", "admin", "security", "finance", "team-owner"]
-Modality = Literal["chat", "embedding", "voice", "image", "video", "tool"]
+Modality = Literal["chat", "embedding", "voice", "image", "video", "tool", "moderation"]
 MAX_GRACE_SECONDS = 90 * 86400.0
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@:/-]{0,127}$")
 
@@ -92,6 +92,7 @@ class ScopesSpec(Spec):
     modalities: list[Modality] = Field(default_factory=list)
     egress: Literal["private", "public"] = "public"
     ip_allowlist: list[Cidr] = Field(default_factory=list, max_length=256)
+    privacy_mode: bool = False
 
     def to_scopes(self) -> Scopes:
         return Scopes(
@@ -100,6 +101,7 @@ class ScopesSpec(Spec):
             modalities=tuple(self.modalities),
             egress=self.egress,
             ip_allowlist=tuple(self.ip_allowlist),
+            privacy_mode=self.privacy_mode,
         )
 
 
@@ -116,6 +118,7 @@ class ScopesPatch(ScopesSpec):
             ip_allowlist=tuple(self.ip_allowlist)
             if "ip_allowlist" in given
             else scopes.ip_allowlist,
+            privacy_mode=self.privacy_mode if "privacy_mode" in given else scopes.privacy_mode,
         )
 
 

@@ -6,8 +6,9 @@ its next attempt (1 s, 2 s, 4 s … up to `max_delay`); an attempt inside that w
 lock the address out for `lockout_seconds`. Every attempt inside a wait is refused, valid key or
 not: letting valid keys through would tell a guesser which guess was right.
 
-`FailureLedger` is the seam: `MemoryFailureLedger` counts in this process; a Redis ledger can
-share the counts across replicas later. Time is passed in, so tests drive it without sleeping.
+`FailureLedger` is the seam: `MemoryFailureLedger` counts in this process;
+`store.redis_lockout.RedisFailureLedger` shares the counts across replicas. Time is passed in,
+so tests drive it without sleeping.
 """
 
 from __future__ import annotations

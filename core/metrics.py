@@ -22,6 +22,40 @@ class CallSeries:
     cached_tokens: Counter
     reasoning_tokens: Counter
     cost: Counter
+    cache_write_tokens: Counter
+
+
+class MediaMetrics:
+    """The media filter's series: images and videos checked, stripped, refused, OCR'd, bytes."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.processed = Counter(
+            "agentgw_media_processed",
+            "Images and videos checked by the media filter, by kind (image, video).",
+            ["kind"],
+            registry=r,
+        )
+        self.stripped = Counter(
+            "agentgw_media_stripped", "Images re-encoded without the metadata they carried.",
+            registry=r,
+        )  # fmt: skip
+        self.refused = Counter(
+            "agentgw_media_refused",
+            "Images and videos refused, by kind and reason (the error code).",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.ocr_runs = Counter("agentgw_media_ocr_runs", "OCR redaction runs.", registry=r)
+        self.ocr_findings = Counter(
+            "agentgw_media_ocr_findings", "Entities boxed out of images, by entity.", ["entity"],
+            registry=r,
+        )  # fmt: skip
+        self.bytes = Counter(
+            "agentgw_media_bytes",
+            "Media bytes through the filter: in (as received) and out (as sent on).",
+            ["direction"],
+            registry=r,
+        )
 
 
 class Metrics:
@@ -74,12 +108,31 @@ class Metrics:
         self.queue_depth = Gauge(
             "agentgw_write_queue_depth", "Spans waiting to be stored.", registry=r
         )
+        self.circuit_state = Gauge(
+            "agentgw_circuit_state",
+            "Circuit breaker per upstream target: 0 closed, 1 half-open, 2 open.",
+            ["target"],
+            registry=r,
+        )
         self.attempts = Counter(
             "agentgw_upstream_attempts",
             "Upstream attempts by provider and outcome.",
             ["provider", "outcome"],
             registry=r,
         )
+        self.alerts = Counter(
+            "agentgw_alerts",
+            "Alerts raised, by kind and severity.",
+            ["kind", "severity"],
+            registry=r,
+        )
+        self.alert_deliveries = Counter(
+            "agentgw_alert_deliveries",
+            "Alert webhook delivery attempts by outcome (delivered, retry, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.media = MediaMetrics(r)
 
     def call_series(self, route: str, model: str, status: str) -> CallSeries:
         """The series for calls of this route, model and status (a dict hit after the first)."""
@@ -95,6 +148,7 @@ class Metrics:
                 cached_tokens=self.tokens.labels("cached", model),
                 reasoning_tokens=self.tokens.labels("reasoning", model),
                 cost=self.cost.labels(model),
+                cache_write_tokens=self.tokens.labels("cache_write", model),
             )
         return series
 

@@ -83,10 +83,13 @@ class ModelRegistry:
         providers: Collection[str],
         *,
         clock: Callable[[], float] = time.time,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
         self._router = router
+        # Told the model's name after each change made here (the app announces it to replicas).
+        self._on_change = on_change or (lambda name: None)
         self._configured = list(models)
         self._models = {vm.name: vm for vm in models}
         self._providers = set(providers)
@@ -251,7 +254,24 @@ class ModelRegistry:
             ) from None
         self._models[vm.name] = vm
         self._apply()
+        self._on_change(vm.name)
         return version_view(stored)
+
+    async def refresh(self, name: str = "") -> None:
+        """Serve the newest stored routing of `name` (every model when empty): a change made
+        through another replica. A stored routing this process cannot serve is logged and left."""
+        async with self._lock:
+            for model in [name] if name else list(self._models):
+                if model not in self._models:
+                    continue
+                versions = await self._store.model_versions(model)
+                if not versions:
+                    continue
+                try:
+                    self._models[model] = self.validated(model, versions[-1].routing)
+                except ValidationFailed as exc:
+                    logger.warning("model %s: cannot serve the stored routing: %s", model, exc)
+            self._apply()
 
     async def _record(
         self, actor: Actor, action: str, vm: VirtualModel, latest: ModelVersion | None

@@ -11,10 +11,12 @@ records the span of a call that ended before it reached the pipeline proper (a b
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -24,16 +26,31 @@ from core.access import (
     authorize_data_plane,
     authorize_modality,
     authorize_model,
+    authorize_tool,
     bearer_secret,
 )
-from core.envelope import Envelope, Finding, StreamChunk, TraceContext, Usage
+from core.callchain import CallChain
+from core.envelope import (
+    Envelope,
+    Finding,
+    Message,
+    Modality,
+    StreamChunk,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    TraceContext,
+    Usage,
+)
 from core.errors import GatewayError
 from core.filtering import Continue, Filter, FilterContext, Reject, Rewrite
+from core.mcp import ToolOutput
+from core.media import media_usage
 from core.metering import PriceCatalog, estimate_prompt_tokens, estimate_tokens
 from core.metrics import Metrics
 from core.quota import QuotaGate, Reservation
 from core.routing import BoundTarget, Router
-from core.tracing import Span, SpanWriter, trace_context
+from core.tracing import Attempt, Span, SpanWriter, new_span_id, trace_context
 
 logger = logging.getLogger("agentgw.pipeline")
 
@@ -88,6 +105,8 @@ class Pipeline:
         self._prices = prices
         self._spans = spans
         self._metrics = metrics
+        # Completions' tool calls, so the MCP call that runs one becomes its child span.
+        self.chain = CallChain()
 
     async def begin(self, info: CallInfo) -> Call:
         """Authenticate the caller and open the call's span.
@@ -119,6 +138,108 @@ class Pipeline:
             info=info, principal=principal, trace=trace, span=span, started=time.perf_counter()
         )
 
+    async def authenticate(self, headers: Mapping[str, str], client: str | None) -> Principal:
+        """Authenticate a caller without opening a call (a session's setup, such as MCP's).
+
+        Raises:
+            AuthenticationFailed: no usable key.
+            AuthThrottled: the client's address failed authentication too often lately.
+            PermissionDenied: an admin-API key, or a client outside the key's IP allowlist.
+        """
+        principal = await self._auth.authenticate(bearer_secret(headers), client=client)
+        authorize_data_plane(principal)
+        return principal
+
+    async def call_tool(
+        self,
+        call: Call,
+        tool: str,
+        arguments: dict[str, Any],
+        run: Callable[[dict[str, Any]], Awaitable[ToolOutput]],
+        *,
+        server: str,
+        price_usd: float | None,
+    ) -> ToolOutput:
+        """Run one governed tool call (MCP): authorize the tool, reserve (`price_usd` is the
+        budgets' estimate; None: unpriced, refused by a `block` budget), filter the arguments
+        (scope TOOL_INPUT), `run` it upstream, filter the result (scope TOOL_OUTPUT), settle
+        `price_usd` and record one span (modality `tool`, `span.tool` set).
+
+        The span's parent is the session's completion that asked for this tool, if any (see
+        `core.callchain`). `run` receives the filtered arguments and raises a GatewayError when
+        the upstream fails.
+
+        Raises:
+            GatewayError: from any stage; the span is recorded before it propagates.
+        """
+        span = call.span
+        span.modality = Modality.TOOL.value
+        span.tool = span.model_requested = tool
+        span.provider = server
+        if span.parent_span_id is None:
+            span.parent_span_id = self.chain.parent_of(span.trace_id, tool)
+        text = json.dumps(arguments, ensure_ascii=False)
+        request = _tool_envelope(call, tool, Message("assistant", [ToolCallPart(tool, tool, text)]))
+        reservation: Reservation | None = None
+        ran = False
+        try:
+            authorize_modality(call.principal, Modality.TOOL.value)
+            authorize_tool(call.principal, tool)
+            reservation = await self._quota.reserve(
+                call.principal, request, call.request_id, cost_usd=price_usd
+            )
+            call.headers.update(self._quota.headers(reservation))
+            fctx = self._filter_context(call)
+            request = await self._request_filters(request, fctx)
+            output = await self._run_tool(call, server, tool, _tool_arguments(request), run)
+            ran = True
+            texts = [TextPart(t) for t in output.texts]
+            result = ToolResultPart(tool, [*texts], is_error=output.is_error)
+            reply = await self._response_filters(
+                _tool_envelope(call, tool, Message("tool", [result])), fctx
+            )
+            output.texts = _tool_texts(reply)
+            if output.is_error:
+                span.flags.append("tool_error")
+            span.cost_usd = price_usd
+            if price_usd is None:
+                span.flags.append("unpriced")
+            await self._quota.settle(reservation, Usage(), price_usd)
+            await self._record(call, Usage())
+            return output
+        except GatewayError as exc:
+            if reservation is not None:
+                # A tool that ran is owed even when its result is then refused.
+                span.cost_usd = price_usd if ran else None
+                await self._quota.settle(reservation, Usage(), span.cost_usd)
+            await self.fail(call, exc)
+            raise
+
+    async def _run_tool(
+        self,
+        call: Call,
+        server: str,
+        tool: str,
+        arguments: dict[str, Any],
+        run: Callable[[dict[str, Any]], Awaitable[ToolOutput]],
+    ) -> ToolOutput:
+        started = time.perf_counter()
+        try:
+            output = await run(arguments)
+        except GatewayError as exc:
+            ms = (time.perf_counter() - started) * 1000
+            call.span.attempts.append(Attempt(server, tool, "error", exc.code, ms))
+            raise
+        ms = (time.perf_counter() - started) * 1000
+        call.span.attempts.append(Attempt(server, tool, "ok", latency_ms=ms))
+        return output
+
+    def _note_tool_calls(self, call: Call, reply: Envelope) -> None:
+        for message in reply.messages:
+            for part in message.parts:
+                if isinstance(part, ToolCallPart):
+                    self.chain.note(call.span.trace_id, part.name, call.span.span_id)
+
     def models_for(self, principal: Principal) -> list[str]:
         """The virtual models this principal may call."""
         return [m for m in self.router.names if principal.scopes.allows_model(m)]
@@ -133,7 +254,9 @@ class Pipeline:
         served: tuple[BoundTarget, Usage] | None = None
         try:
             targets = self._admit(call, env)
-            reservation = await self._quota.reserve(call.principal, env, call.request_id)
+            reservation = await self._quota.reserve(
+                call.principal, env, call.request_id, cost_usd=self._media_cost(env, targets)
+            )
             call.headers.update(self._quota.headers(reservation))
             fctx = self._filter_context(call)
             env = await self._request_filters(env, fctx)
@@ -143,6 +266,7 @@ class Pipeline:
             usage = reply.usage or self._estimate(call, env, reply.text())
             served = (target, usage)
             reply = await self._response_filters(reply, fctx)
+            self._note_tool_calls(call, reply)
             reply.model = env.model
             reply.cost_usd = await self._settle(call, reservation, target, usage)
             await self._record(call, usage)
@@ -201,6 +325,17 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------
 
+    def _media_cost(self, env: Envelope, targets: Sequence[BoundTarget]) -> float | None:
+        """An image or video call's price before it runs: the images or seconds asked for at
+        the dearest target's catalog price. None (priced from tokens, so unpriced media is
+        refused by a `block` budget) for other calls or when a target has no price."""
+        usage = media_usage(env)
+        if usage is None or not targets:
+            return None
+        costs = [self._prices.cost(t.provider_name, t.model, usage) for t in targets]
+        priced = [c for c in costs if c is not None]
+        return max(priced) if len(priced) == len(costs) else None
+
     def _admit(self, call: Call, env: Envelope) -> list[BoundTarget]:
         """Authorize, resolve the route and narrow its targets (see `Router.candidates`)."""
         span = call.span
@@ -216,7 +351,9 @@ class Pipeline:
         return self.router.candidates(route, env)
 
     def _filter_context(self, call: Call) -> FilterContext:
-        return FilterContext(call.request_id, call.principal, call.span.span_id, call.state)
+        return FilterContext(
+            call.request_id, call.principal, call.span.span_id, call.state, call.trace
+        )
 
     async def _request_filters(self, env: Envelope, ctx: FilterContext) -> Envelope:
         try:
@@ -239,6 +376,125 @@ class Pipeline:
         """Install the content filters (built in the lifespan, once the store can be read)."""
         self._filters = tuple(filters)
 
+    # -- long-lived calls: realtime sessions and their responses (adapters.ingress.realtime) --
+
+    @property
+    def filter_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self._filters)
+
+    def admit(self, call: Call, env: Envelope) -> list[BoundTarget]:
+        """Authorize `env` and return its candidate targets, without running it.
+
+        Raises:
+            GatewayError: outside the key's scopes, an unknown model, or no eligible target.
+        """
+        return self._admit(call, env)
+
+    async def reserve(
+        self,
+        call: Call,
+        env: Envelope,
+        *,
+        only: frozenset[str] | None = None,
+        cost_usd: float | None = None,
+    ) -> Reservation:
+        """Hold `env`'s estimate on every limit and budget above `call` (`only`: just the
+        limits of these kinds, `"budget"` for budgets; `cost_usd`: the price when known before
+        the call runs, else it is priced from tokens).
+
+        Raises:
+            RateLimited: a limit is reached.
+            QuotaExceeded: a budget is spent.
+            GovernanceUnavailable: limits cannot be checked and the policy is closed.
+        """
+        reservation = await self._quota.reserve(
+            call.principal, env, call.request_id, cost_usd=cost_usd, only=only
+        )
+        call.headers.update(self._quota.headers(reservation))
+        return reservation
+
+    def split(
+        self, reservation: Reservation, kinds: frozenset[str]
+    ) -> tuple[Reservation, Reservation]:
+        """`reservation` as the limits of `kinds` and the rest, settled separately."""
+        return self._quota.split(reservation, kinds)
+
+    async def settle(
+        self, call: Call, reservation: Reservation, target: BoundTarget | None, usage: Usage
+    ) -> float | None:
+        """Settle `reservation` to `usage`; with a target, price it onto `call`'s span."""
+        if target is None:
+            await self._quota.settle(reservation, usage, None)
+            return None
+        return await self._settle(call, reservation, target, usage)
+
+    def child(self, call: Call, route: str, suffix: str) -> Call:
+        """A call nested in `call` (a realtime response in its session): same principal and
+        trace, its own span whose parent is `call`'s, request id `<call's>.<suffix>`."""
+        trace = TraceContext(
+            trace_id=call.trace.trace_id,
+            span_id=new_span_id(),
+            parent_span_id=call.span.span_id,
+            agent_id=call.trace.agent_id,
+            session_id=call.trace.session_id,
+        )
+        parent = call.span
+        span = Span(
+            request_id=f"{call.request_id}.{suffix}",
+            span_id=trace.span_id,
+            trace_id=trace.trace_id,
+            parent_span_id=parent.span_id,
+            agent_id=trace.agent_id,
+            session_id=trace.session_id,
+            started_at=time.time(),
+            key_id=parent.key_id,
+            org_path=parent.org_path,
+            app=parent.app,
+            customer=parent.customer,
+            route=route,
+            modality=parent.modality,
+            model_requested=parent.model_requested,
+            stream=True,
+        )
+        info = CallInfo(span.request_id, route, call.info.headers, call.info.client)
+        return Call(info, call.principal, trace, span, time.perf_counter())
+
+    async def filter_request(self, call: Call, env: Envelope) -> Envelope:
+        """Run the request filters on `env` (text the caller sent, mid-call).
+
+        Raises:
+            GatewayError: a filter refused it (findings are kept on `call`).
+        """
+        return await self._request_filters(env, self._filter_context(call))
+
+    async def filter_response(self, call: Call, env: Envelope) -> Envelope:
+        """Run the response filters on `env` (text the upstream sent, mid-call).
+
+        Raises:
+            GatewayError: a filter refused it.
+        """
+        return await self._response_filters(env, self._filter_context(call))
+
+    def filter_stream(
+        self, call: Call, source: AsyncIterator[StreamChunk]
+    ) -> AsyncIterator[StreamChunk]:
+        """`source` wrapped by every filter's stream hook, as a streamed reply is."""
+        fctx = self._filter_context(call)
+        for f in reversed(self._filters):
+            source = f.on_stream(source, fctx)
+        return source
+
+    async def record(self, call: Call, usage: Usage) -> None:
+        """Record `call`'s span with `usage` (once; a failed call goes through `fail`)."""
+        await self._record(call, usage)
+
+    def price(self, target: BoundTarget, usage: Usage, upstream_ms: float | None) -> float | None:
+        """`usage` served by `target` at its catalog price (None: the catalog has none)."""
+        seconds = upstream_ms / 1000 if upstream_ms is not None else None
+        return self._prices.cost(
+            target.provider_name, target.model, usage, upstream_seconds=seconds
+        )
+
     def _estimate(self, call: Call, env: Envelope, output: str) -> Usage:
         call.span.flags.append("usage_estimated")
         return Usage(
@@ -253,7 +509,13 @@ class Pipeline:
             call.span.flags.append("cache_hit")
             cost: float | None = 0.0
         else:
-            cost = self._prices.cost(target.provider_name, target.model, usage)
+            served = [a.latency_ms for a in call.span.attempts if a.status == "ok"]
+            cost = self._prices.cost(
+                target.provider_name,
+                target.model,
+                usage,
+                upstream_seconds=served[-1] / 1000 if served else None,
+            )
         if cost is None:
             call.span.flags.append("unpriced")
         span = call.span
@@ -281,6 +543,9 @@ class Pipeline:
                 if chunk.usage is not None:
                     usage = chunk.usage
                 out_chars += len(chunk.text or "") + sum(len(t.arguments) for t in chunk.tool_calls)
+                for delta in chunk.tool_calls:
+                    if delta.name:
+                        self.chain.note(call.span.trace_id, delta.name, call.span.span_id)
                 yield chunk
             finished = True
         except GatewayError as exc:
@@ -312,6 +577,10 @@ class Pipeline:
         span = call.span
         span.findings = _findings(call.state)
         span.redactions = sum(1 for f in span.findings if f.start is not None)
+        # A filter that could not check and let the call through says so on the span itself.
+        span.flags.extend(
+            sorted({f"fail_open:{f.filter}" for f in span.findings if f.action == "fail_open"})
+        )
         span.latency_ms = (time.perf_counter() - call.started) * 1000
         span.input_tokens = usage.input_tokens
         span.output_tokens = usage.output_tokens
@@ -342,6 +611,8 @@ class Pipeline:
             series.cached_tokens.inc(usage.cached_tokens)
         if usage.reasoning_tokens:
             series.reasoning_tokens.inc(usage.reasoning_tokens)
+        if usage.cache_write_tokens:
+            series.cache_write_tokens.inc(usage.cache_write_tokens)
         if span.cost_usd:
             series.cost.inc(span.cost_usd)
         for attempt in span.attempts:
@@ -378,6 +649,32 @@ def _apply(decision: Continue | Rewrite | Reject, env: Envelope) -> Envelope:
             return new
         case Reject(error=error):
             raise error
+
+
+def _tool_envelope(call: Call, tool: str, message: Message) -> Envelope:
+    return Envelope(
+        call.request_id,
+        Modality.TOOL,
+        tool,
+        messages=[message],
+        trace=call.trace,
+        principal=call.principal,
+    )
+
+
+def _tool_arguments(env: Envelope) -> dict[str, Any]:
+    # The request filters may have rewritten the strings inside the arguments, never their shape.
+    part = env.messages[0].parts[0]
+    assert isinstance(part, ToolCallPart)
+    value = json.loads(part.arguments)
+    assert isinstance(value, dict)
+    return value
+
+
+def _tool_texts(env: Envelope) -> list[str]:
+    part = env.messages[0].parts[0]
+    assert isinstance(part, ToolResultPart)
+    return [p.text for p in part.content if isinstance(p, TextPart)]
 
 
 async def _prepend(

@@ -6,7 +6,8 @@ layer plugs in gates backed by in-process or Redis counters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from core.access import Principal
@@ -28,8 +29,19 @@ class Reservation:
 class QuotaGate(Protocol):
     """The governance seam of the pipeline."""
 
-    async def reserve(self, principal: Principal, env: Envelope, request_id: str) -> Reservation:
+    async def reserve(
+        self,
+        principal: Principal,
+        env: Envelope,
+        request_id: str,
+        *,
+        cost_usd: float | None = None,
+        only: Collection[str] | None = None,
+    ) -> Reservation:
         """Check every limit and budget above the call and hold an estimate, atomically.
+
+        `cost_usd`: the call's price when known before it runs (an MCP tool's per-call price).
+        `only`: hold just the limits of these kinds (`"budget"` names the budgets); None: all.
 
         Raises:
             RateLimited: a rate or token limit is reached.
@@ -45,11 +57,26 @@ class QuotaGate(Protocol):
         """Response headers describing the limits the call was counted against."""
         ...
 
+    def split(
+        self, reservation: Reservation, kinds: Collection[str]
+    ) -> tuple[Reservation, Reservation]:
+        """`reservation` as two settled separately: the limits of `kinds`, and the rest (a
+        long-lived call keeps its concurrency slot while its budget part is renewed)."""
+        ...
+
 
 class Unlimited:
     """A gate with no limits: reserves nothing and settles nothing."""
 
-    async def reserve(self, principal: Principal, env: Envelope, request_id: str) -> Reservation:
+    async def reserve(
+        self,
+        principal: Principal,
+        env: Envelope,
+        request_id: str,
+        *,
+        cost_usd: float | None = None,
+        only: Collection[str] | None = None,
+    ) -> Reservation:
         return Reservation(request_id, principal, None, 0)
 
     async def settle(self, reservation: Reservation, usage: Usage, cost_usd: float | None) -> None:
@@ -57,3 +84,8 @@ class Unlimited:
 
     def headers(self, reservation: Reservation) -> dict[str, str]:
         return {}
+
+    def split(
+        self, reservation: Reservation, kinds: Collection[str]
+    ) -> tuple[Reservation, Reservation]:
+        return replace(reservation, hold=None), reservation

@@ -77,6 +77,8 @@ class RedactionQuery:
     action: str | None = None
     after_id: int = 0
     limit: int = 1000
+    # Where the finding was (`core.envelope.Scope`: message, tool_input, transcript, media …).
+    scope: str | None = None
 
     def matches(self, event: RedactionEvent) -> bool:
         """Whether `event` passes every filter but paging (backends without SQL use this)."""
@@ -92,6 +94,7 @@ class RedactionQuery:
                 (self.key_id, event.key_id),
                 (self.entity_type, event.entity_type),
                 (self.action, event.action),
+                (self.scope, event.scope),
             )
         )
 

@@ -130,7 +130,7 @@ class Router:
         profile = RequestProfile.of(env, self._wall_clock())
         chain = [t for r in self._chain(route) for t in r.targets]
         kept = eligible(route.name, chain, profile)
-        key = prefix_key(env)
+        keys: list[str | None] = []  # the prompt's hash, taken only if a route pins by it
         ordered: list[BoundTarget] = []
         for name, group in groupby(kept, key=lambda t: t.route):
             current = self._routes[name]
@@ -141,7 +141,10 @@ class Router:
                 prompt_tokens=profile.prompt_tokens,
                 output_tokens=output,
             )
-            ordered.extend(pin(key, ranked) if current.affinity == "prefix" else ranked)
+            if current.affinity == "prefix":
+                keys = keys or [prefix_key(env)]
+                ranked = pin(keys[0], ranked)
+            ordered.extend(ranked)
         return ordered
 
     def _chain(self, route: Route) -> list[Route]:
@@ -167,6 +170,8 @@ class Router:
     def _live_order(self, targets: Sequence[BoundTarget]) -> list[BoundTarget]:
         # Load changes between selection and sending (filters ran in between): rank the
         # load-driven groups again now, so a burst does not herd onto one idle target.
+        if len(targets) < 2:
+            return list(targets)  # nothing to reorder (candidates already ranked it)
         ordered: list[BoundTarget] = []
         for name, grouped in groupby(targets, key=lambda t: t.route):
             group = list(grouped)

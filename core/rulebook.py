@@ -3,8 +3,8 @@
 Both sources apply at once: config rules (ids `config-limit-N` / `config-budget-N`) are fixed by
 the file and refused for change here; admin rules are stored as one audited setting
 (`governance.rules`, JSON) and changed with optimistic concurrency, so two admins cannot lose each
-other's edit. Every change is handed to the gate at once (`GovernanceGate.replace_rules`). Another
-replica picks up admin changes when it starts.
+other's edit. Every change is handed to the gate at once (`GovernanceGate.replace_rules`). Other
+replicas re-read the rules when a change is announced (`core.bus`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from core.audit import Actor, AuditLog, Insert, Setting, Update
 from core.errors import Conflict, NotFound
-from core.governance import Budget, CounterAdjustment, GovernanceGate, Limit, Window
+from core.governance import Budget, GovernanceGate, Limit, Window
 from core.roles import Permission, require
 from core.rulespec import BudgetPatch, BudgetSpec, LimitPatch, LimitSpec
 from core.state import AlreadyExists, Stale, Store
@@ -37,7 +37,7 @@ class Rule:
 
 def to_limit(spec: LimitSpec) -> Limit:
     return Limit(spec.level, spec.target, spec.kind, spec.amount, Window.parse(spec.window),
-                 spec.model, spec.tool)  # fmt: skip
+                 spec.model, spec.tool, spec.action)  # fmt: skip
 
 
 def to_budget(spec: BudgetSpec) -> Budget:
@@ -66,6 +66,9 @@ class RuleBook:
             self._fixed[f"config-budget-{i}"] = Rule(f"config-budget-{i}", "config", bspec)
         self._stored: Setting | None = None
         self._admin: dict[str, Rule] = {}
+        # Called after each admin change made here (the app announces it to other replicas,
+        # which call `open` to re-read the rules).
+        self.on_change: Callable[[], None] = lambda: None
         self._apply()
 
     async def open(self) -> None:
@@ -121,10 +124,7 @@ class RuleBook:
         """Zero the rule's current-window count (audited). Raises: CounterUnavailable."""
         require(actor, Permission.GOVERNANCE_WRITE)
         rule = self.get(kind, rule_id)
-        used = await self.usage(rule)
-        key = self.gate.key_of(_engine(rule.spec))
-        if key is not None and used:
-            await self.gate.counters.settle([CounterAdjustment(key, -used, 60.0)])
+        used = await self.gate.reset(_engine(rule.spec))
         await self._audit.record(actor, f"{kind[:-1]}.reset", f"{kind[:-1]}:{rule_id}",
                                  before={"used": used}, after={"used": 0})  # fmt: skip
         return rule
@@ -156,6 +156,7 @@ class RuleBook:
             raise Conflict("The rules changed meanwhile; read them again and retry.") from exc
         self._stored, self._admin = new, admin
         self._apply()
+        self.on_change()
 
     def _apply(self) -> None:
         every = [*self._fixed.values(), *self._admin.values()]

@@ -50,7 +50,8 @@ def _fractions(v: list[float]) -> list[float]:
 
 
 class LimitSpec(_Strict):
-    """A limit: `kind` counted per `window` at one `level`/`target`, optionally one model/tool."""
+    """A limit: `kind` counted per `window` at one `level`/`target`, optionally one model/tool;
+    `alert-only` counts and alerts but never refuses (shadow mode)."""
 
     level: Level
     target: str = Field(min_length=1, max_length=256)
@@ -59,6 +60,7 @@ class LimitSpec(_Strict):
     window: str = "minute"
     model: str | None = Field(None, min_length=1, max_length=256)
     tool: str | None = Field(None, min_length=1, max_length=256)
+    action: BudgetAction = "block"
 
     @field_validator("window")
     @classmethod
@@ -88,6 +90,7 @@ class LimitPatch(_Strict):
     amount: int | None = Field(None, ge=0)
     window: str | None = None
     kind: Kind | None = None
+    action: BudgetAction | None = None
 
     @field_validator("window")
     @classmethod

@@ -139,6 +139,15 @@ class SpanStore(Protocol):
         ...
 
 
+class SpanSink(Protocol):
+    """Something told about every batch once it is stored (anomaly detection, OTLP export).
+
+    A sink must return quickly (queue its own slow work): the writer awaits it between batches.
+    """
+
+    async def spans_written(self, spans: Sequence[Span]) -> None: ...
+
+
 class SpanWriter:
     """The bounded write-behind queue in front of a `SpanStore`."""
 
@@ -157,6 +166,11 @@ class SpanWriter:
         self._done = anyio.Event()
         self.written = 0
         self.lost = 0
+        self._sinks: list[SpanSink] = []
+
+    def add_sink(self, sink: SpanSink) -> None:
+        """Tell `sink` about every batch stored from now on."""
+        self._sinks.append(sink)
 
     @property
     def depth(self) -> int:
@@ -213,6 +227,7 @@ class SpanWriter:
                 with anyio.CancelScope(shield=True):
                     await self._store.record_spans(batch)
                 self.written += len(batch)
+                await self._tell_sinks(batch)
                 return
             except Exception:  # the store's errors are unknown here; retry before giving up
                 logger.exception("writing %d spans failed; retrying", len(batch))
@@ -220,3 +235,10 @@ class SpanWriter:
                 delay = min(delay * 2, 5.0)
         self.lost += len(batch)
         logger.error("gave up writing %d spans after repeated store failures", len(batch))
+
+    async def _tell_sinks(self, batch: list[Span]) -> None:
+        for sink in self._sinks:
+            try:
+                await sink.spans_written(batch)
+            except Exception:  # a sink's failure must not stop spans being stored
+                logger.exception("span sink %s failed", type(sink).__name__)

@@ -1,3 +1,5 @@
-"""The MCP endpoint and upstream MCP clients (not yet built)."""
+"""The MCP bridge: one governed `/mcp` endpoint federating the configured MCP servers."""
 
-__all__: list[str] = []
+from mcp_bridge.bridge import McpBridge
+
+__all__ = ["McpBridge"]

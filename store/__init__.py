@@ -14,13 +14,23 @@ from store.memory import MemoryStore
 from store.migrations import MIGRATIONS, Migration, UnknownSchemaVersion
 
 if TYPE_CHECKING:
+    from store.postgres import PostgresStore
     from store.sqlite import SQLiteStore
 
-__all__ = ["MIGRATIONS", "MemoryStore", "Migration", "SQLiteStore", "UnknownSchemaVersion"]
+__all__ = [
+    "MIGRATIONS",
+    "MemoryStore",
+    "Migration",
+    "PostgresStore",
+    "SQLiteStore",
+    "UnknownSchemaVersion",
+]
 
 
 def __getattr__(name: str) -> object:
     # PEP 562: the heavy backend is imported when its name is first asked for, not with the package.
     if name == "SQLiteStore":
         return importlib.import_module("store.sqlite").SQLiteStore
+    if name == "PostgresStore":
+        return importlib.import_module("store.postgres").PostgresStore
     raise AttributeError(f"module 'store' has no attribute {name!r}")

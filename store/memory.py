@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import assert_never
 
 from core.access import KeyRecord
+from core.alert_store import AlertQuery, AlertRecord, Delivery
 from core.audit import (
     ZERO_HASH,
     AuditDraft,
@@ -28,13 +29,21 @@ from core.audit import (
     Update,
     seal,
 )
+from core.mcp import ToolCost, ToolPin
+from core.media import VideoJob
 from core.model_versions import ModelVersion
+from core.ops.reconciliation import Reconciliation
 from core.orgs import PARTY_KINDS, OrgUnit, Party, PartyKind
 from core.redaction import RedactionEvent, RedactionQuery
+from core.reports import UsageQuery, UsageRow
 from core.state import AlreadyExists, KeyAlreadyExists, Stale
 from core.tracing import Span
+from store.media_jobs import MemoryVideoJobs
+from store.memory_alerts import MemoryAlerts
 from store.memory_redactions import MemoryRedactions
+from store.memory_usage import MemoryOps, MemoryReconciliations, MemoryUsage
 from store.rows import agent_sightings
+from store.tool_pins import tool_costs_of
 
 MEMORY_URL = "memory://"
 
@@ -65,13 +74,19 @@ class _Tables:
         )
 
 
-class MemoryStore:
+class MemoryStore(MemoryOps):
     """A `core.state.Store` held in dicts; nothing survives the process."""
 
     def __init__(self) -> None:
         self._t = _Tables()
         self._spans: dict[str, Span] = {}
         self._redactions = MemoryRedactions()
+        self._alerts = MemoryAlerts()
+        self._pins: dict[tuple[str, str], ToolPin] = {}
+        self._video_jobs = MemoryVideoJobs()
+        self._usage = MemoryUsage()
+        self._reconciliations = MemoryReconciliations()
+        self._ops_tables()
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -198,6 +213,7 @@ class MemoryStore:
         for span in copies:
             self._spans[span.request_id] = span
         self._redactions.add(copies)
+        self._usage.add(copies)
         agents = self._t.parties["agent"]
         for agent_id, org_path, first, last in agent_sightings(copies):
             known = agents.get(agent_id)
@@ -210,6 +226,42 @@ class MemoryStore:
         """Every span, by `started_at`, then in the order they were recorded."""
         return sorted((_copy(s) for s in self._spans.values()), key=lambda s: s.started_at)
 
+    async def save_video_job(self, job: VideoJob) -> None:
+        """Store a new video job.
+
+        Raises:
+            AlreadyExists: a job with that id is stored already.
+        """
+        self._video_jobs.save(job)
+
+    async def video_job(self, job_id: str) -> VideoJob | None:
+        """The video job with that id, or None."""
+        return self._video_jobs.get(job_id)
+
+    async def tool_pins(self, server: str | None = None) -> list[ToolPin]:
+        """Every pin (of one upstream server), by server then tool."""
+        return [p for k, p in sorted(self._pins.items()) if server in (None, p.server)]
+
+    async def put_tool_pin(self, pin: ToolPin) -> None:
+        """Insert or replace the pin of (`pin.server`, `pin.tool`)."""
+        self._pins[(pin.server, pin.tool)] = pin
+
+    async def commit_tool_pin(self, pin: ToolPin, draft: AuditDraft) -> AuditEvent:
+        """Insert or replace `pin` and append `draft` as the next audit event: both or none."""
+        event = await self.commit((), draft)  # never suspends: nothing can run in between
+        self._pins[(pin.server, pin.tool)] = pin
+        return event
+
+    async def tool_costs(self, session_id: str | None = None) -> list[ToolCost]:
+        """Calls and cost per tool over the stored tool spans (of one session), by tool."""
+        return tool_costs_of(
+            [
+                {"tool": s.tool, "status": s.status, "cost_usd": s.cost_usd}
+                for s in self._spans.values()
+                if s.tool is not None and session_id in (None, s.session_id, s.trace_id)
+            ]
+        )
+
     async def redaction_events(self, query: RedactionQuery) -> list[RedactionEvent]:
         """Redaction events matching `query`, by id."""
         return self._redactions.query(query)
@@ -217,6 +269,73 @@ class MemoryStore:
     async def delete_redactions_before(self, cutoff: float) -> int:
         """Delete redaction events older than `cutoff`; the number deleted."""
         return self._redactions.delete_before(cutoff)
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        """A report's groups, from the hourly aggregates."""
+        return self._usage.query(query)
+
+    async def session_spans(self, session: str) -> list[Span]:
+        """Spans whose session id or trace id is `session`, by start time."""
+        hits = (s for s in self._spans.values() if session in (s.session_id, s.trace_id))
+        return sorted((_copy(s) for s in hits), key=lambda s: s.started_at)
+
+    async def add_reconciliation(self, record: Reconciliation) -> None:
+        """Store a reconciliation import."""
+        self._reconciliations.add(record)
+
+    async def list_reconciliations(self, limit: int) -> list[Reconciliation]:
+        """The latest imports, newest first."""
+        return self._reconciliations.latest(limit)
+
+    async def get_reconciliation(self, reconciliation_id: str) -> Reconciliation | None:
+        """One import, or None."""
+        return self._reconciliations.get(reconciliation_id)
+
+    async def rebuild_usage(self, page: int = 5000) -> int:
+        """Recompute the usage aggregates from the stored spans; the number of spans counted."""
+        self._usage = MemoryUsage()
+        self._usage.add(list(self._spans.values()))
+        return len(self._spans)
+
+    async def span_findings(self, request_ids: Sequence[str]) -> list[RedactionEvent]:
+        """Redaction-log events of these calls, by id."""
+        wanted = set(request_ids)
+        everything = RedactionQuery(limit=2**62)
+        return [e for e in self._redactions.query(everything) if e.request_id in wanted]
+
+    async def add_alert(self, alert: AlertRecord) -> bool:
+        """Store `alert`; False (nothing stored) when its `dedupe_key` is stored already."""
+        return await self._alerts.add_alert(alert)
+
+    async def list_alerts(self, query: AlertQuery) -> list[AlertRecord]:
+        """Alerts matching `query`, newest first."""
+        return await self._alerts.list_alerts(query)
+
+    async def acknowledge_alert(self, alert_id: str, by: str, at: float) -> bool:
+        """Acknowledge an unacknowledged alert; False when absent or acknowledged already."""
+        return await self._alerts.acknowledge_alert(alert_id, by, at)
+
+    async def due_alerts(self, now: float, limit: int) -> list[AlertRecord]:
+        """Pending alerts whose next delivery attempt is due, earliest first."""
+        return await self._alerts.due_alerts(now, limit)
+
+    async def claim_alert(self, alert_id: str, attempts: int, lease_until: float) -> bool:
+        """Take the next delivery attempt of a pending alert still at `attempts`."""
+        return await self._alerts.claim_alert(alert_id, attempts, lease_until)
+
+    async def record_delivery(
+        self,
+        alert_id: str,
+        delivery: Delivery,
+        delivered_to: tuple[str, ...],
+        next_attempt_at: float | None,
+        last_error: str | None,
+        at: float,
+    ) -> None:
+        """Store the outcome of a delivery attempt."""
+        await self._alerts.record_delivery(
+            alert_id, delivery, delivered_to, next_attempt_at, last_error, at
+        )
 
 
 def _apply(t: _Tables, change: Change) -> None:

@@ -227,12 +227,194 @@ ALTER TABLE spans ADD COLUMN upstream_ms REAL;
 CREATE INDEX spans_tool ON spans (tool);
 """
 
+# Version 10 (operations): hourly and daily usage aggregates, kept in the span batch's
+# transaction, so a report reads these rows and never scans spans. '' stands for an absent
+# dimension; `dims` is a digest of all the dimension values (a short unique key is much cheaper
+# to maintain on every span batch than one over thirteen text columns).
+_USAGE_AGGREGATES = """
+CREATE TABLE usage_hourly (
+    bucket INTEGER NOT NULL,
+    dims TEXT NOT NULL,
+    department TEXT NOT NULL,
+    team TEXT NOT NULL,
+    project TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    app TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    upstream_model TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    unpriced INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    audio_seconds REAL NOT NULL,
+    images INTEGER NOT NULL,
+    video_seconds REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    upstream_ms REAL NOT NULL,
+    UNIQUE (bucket, dims)
+);
+CREATE INDEX usage_hourly_key ON usage_hourly (key_id, bucket);
+
+-- The same rows per UTC day: reports over whole days read 24 times fewer rows.
+CREATE TABLE usage_daily (
+    bucket INTEGER NOT NULL,
+    dims TEXT NOT NULL,
+    department TEXT NOT NULL,
+    team TEXT NOT NULL,
+    project TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    app TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    upstream_model TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    unpriced INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    audio_seconds REAL NOT NULL,
+    images INTEGER NOT NULL,
+    video_seconds REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    upstream_ms REAL NOT NULL,
+    UNIQUE (bucket, dims)
+);
+CREATE INDEX usage_daily_key ON usage_daily (key_id, bucket);
+CREATE INDEX usage_daily_team ON usage_daily (team, bucket);
+
+-- Each imported provider export and what its comparison found (the table as JSON).
+CREATE TABLE reconciliations (
+    id TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    first_day TEXT NOT NULL,
+    last_day TEXT NOT NULL,
+    differences INTEGER NOT NULL,
+    result TEXT NOT NULL
+);
+CREATE INDEX reconciliations_at ON reconciliations (at);
+"""
+
+# Version 7 (governance): alerts, kept for the admin API, with their webhook outbox on the same
+# row (delivery state, attempts, next attempt) so a restart resumes pending deliveries.
+_ALERTS = """
+CREATE TABLE alerts (
+    id TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    level TEXT NOT NULL,
+    target TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    details TEXT NOT NULL,
+    dedupe_key TEXT UNIQUE,
+    delivery TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at REAL,
+    delivered_to TEXT NOT NULL,
+    delivered_at REAL,
+    last_error TEXT,
+    acknowledged_at REAL,
+    acknowledged_by TEXT
+);
+CREATE INDEX alerts_at ON alerts (at);
+CREATE INDEX alerts_outbox ON alerts (delivery, next_attempt_at);
+CREATE INDEX alerts_kind ON alerts (kind, at);
+"""
+
+# Version 8 (MCP bridge): the pinned hash of each upstream MCP tool, and the hash it changed to.
+_TOOL_PINS = """
+CREATE TABLE tool_pins (
+    server TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    status TEXT NOT NULL,
+    pending_digest TEXT,
+    changed_at REAL,
+    approved_at REAL,
+    PRIMARY KEY (server, tool)
+);
+"""
+
+# Version 9 (media): video jobs, agentgw's id mapped to the upstream's and owned by one key.
+_VIDEO_JOBS = """
+CREATE TABLE video_jobs (
+    id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    upstream_model TEXT NOT NULL,
+    upstream_id TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    size TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX video_jobs_key ON video_jobs (key_id, created_at);
+"""
+
+# Version 12 (operations): price versions added through the admin API, console sign-in sessions
+# (hashed tokens), and the one-time fill of the usage aggregates from spans recorded before
+# version 10 (a marker row, present only when there are spans and no aggregates yet).
+_PRICES_SESSIONS_BACKFILL = """
+CREATE TABLE price_versions (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    effective_from REAL NOT NULL,
+    price TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    added_by TEXT NOT NULL,
+    UNIQUE (provider, model, effective_from)
+);
+CREATE TABLE console_sessions (
+    token_hash TEXT PRIMARY KEY,
+    actor TEXT NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE INDEX console_sessions_created ON console_sessions (created);
+CREATE TABLE usage_backfill (
+    name TEXT PRIMARY KEY,
+    next_id INTEGER NOT NULL,
+    end_id INTEGER NOT NULL
+);
+INSERT INTO usage_backfill (name, next_id, end_id)
+SELECT 'spans', 0, id FROM spans
+WHERE id = (SELECT MAX(id) FROM spans) AND NOT EXISTS (SELECT 1 FROM usage_hourly);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _KEYS_SPANS_AUDIT),
     Migration(2, _ACCESS_AND_ORGANIZATION),
     Migration(3, _MODEL_VERSIONS),
     Migration(5, _REDACTION_LOG),
     Migration(6, _SPAN_UNITS),
+    Migration(7, _ALERTS),
+    Migration(8, _TOOL_PINS),
+    Migration(9, _VIDEO_JOBS),
+    Migration(10, _USAGE_AGGREGATES),
+    Migration(12, _PRICES_SESSIONS_BACKFILL),
 )
 """Every migration, oldest first; the last one's version is the schema this build writes."""
 

@@ -33,6 +33,7 @@ _FIELDS = (
 _COLUMNS = ", ".join(f'"{name}"' for name in _FIELDS)
 _INSERT = f"INSERT INTO redaction_events ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})"
 _SELECT = f"SELECT id, {_COLUMNS} FROM redaction_events"
+SELECT_REDACTIONS = _SELECT
 
 
 def redaction_rows(spans: Sequence[Span]) -> list[tuple[object, ...]]:
@@ -64,6 +65,7 @@ def select_redactions(query: RedactionQuery) -> tuple[str, list[Any]]:
         ("key_id", query.key_id),
         ("entity_type", query.entity_type),
         ("action", query.action),
+        ("scope", query.scope),
     ):
         if value is not None:
             where.append(f"{column} = ?")

@@ -191,6 +191,7 @@ def scopes_from(text: str) -> Scopes:
         modalities=tuple(data.get("modalities", default.modalities)),
         egress=str(data.get("egress", default.egress)),
         ip_allowlist=tuple(data.get("ip_allowlist", default.ip_allowlist)),
+        privacy_mode=bool(data.get("privacy_mode", default.privacy_mode)),
     )
 
 
@@ -311,7 +312,7 @@ def span_row(span: Span) -> tuple[object, ...]:
         span.upstream_model,
         int(span.stream),
         len(span.attempts),
-        dump_json([dataclasses.asdict(a) for a in span.attempts]),
+        dump_json([_attempt_dict(a) for a in span.attempts]),
         span.input_tokens,
         span.output_tokens,
         span.cached_tokens,
@@ -377,6 +378,18 @@ def span_from(row: RowLike) -> Span:
     )
 
 
+_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _attempt_dict(attempt: Attempt) -> dict[str, Any]:
+    """`dataclasses.asdict(attempt)`, at a fraction of its cost (one per span on the loop)."""
+    out = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
+    if all(isinstance(v, _PLAIN) for v in out.values()):
+        return out
+    return dataclasses.asdict(attempt)  # a field that is not a scalar: copy it deeply
+
+
 def _attempt(data: dict[str, Any]) -> Attempt:
     return Attempt(
         provider=data["provider"],
@@ -387,6 +400,10 @@ def _attempt(data: dict[str, Any]) -> Attempt:
     )
 
 
+# What `json.dumps` builds on every call with these arguments, built once (the same text).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
 def dump_json(value: object) -> str:
     # Sorted keys: the same value is always the same text (audit snapshots are hashed as text).
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return _ENCODER.encode(value)

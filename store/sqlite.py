@@ -21,13 +21,44 @@ import aiosqlite
 import anyio
 
 from core.access import KeyRecord
+from core.alert_store import AlertQuery, AlertRecord, Delivery
 from core.audit import AuditDraft, AuditEvent, AuditQuery, Change
+from core.mcp import ToolCost, ToolPin
+from core.media import VideoJob
 from core.model_versions import ModelVersion
+from core.ops.reconciliation import Reconciliation
 from core.orgs import OrgUnit, Party, PartyKind
 from core.redaction import RedactionEvent, RedactionQuery
+from core.reports import UsageQuery, UsageRow
 from core.state import AlreadyExists, KeyAlreadyExists
 from core.tracing import Span
-from store.redactions import insert_redactions, redaction_from, redaction_rows, select_redactions
+from store.alerts import (
+    ACKNOWLEDGE_ALERT,
+    CLAIM_ALERT,
+    INSERT_ALERT,
+    RECORD_DELIVERY,
+    SELECT_DUE,
+    alert_from,
+    alert_row,
+    delivery_params,
+    select_alerts,
+)
+from store.media_jobs import INSERT_VIDEO_JOB, SELECT_VIDEO_JOB, video_job_from, video_job_row
+from store.ops_store import OpsMethods, backfill_at_open
+from store.reconciliations import (
+    INSERT_RECONCILIATION,
+    SELECT_RECONCILIATION,
+    SELECT_RECONCILIATIONS,
+    reconciliation_from,
+    reconciliation_row,
+)
+from store.redactions import (
+    SELECT_REDACTIONS,
+    insert_redactions,
+    redaction_from,
+    redaction_rows,
+    select_redactions,
+)
 from store.rows import (
     KEY_COLUMNS,
     MODEL_VERSION_COLUMNS,
@@ -48,6 +79,15 @@ from store.rows import (
 )
 from store.sqlite_changes import append_event, apply_change, audit_select
 from store.sqlite_schema import changed, marks, migrate, run, run_many, transaction
+from store.tool_pins import (
+    UPSERT_PIN,
+    pin_from,
+    pin_row,
+    select_pins,
+    select_tool_costs,
+    tool_cost_from,
+)
+from store.usage import SPAN_PAGE, UPSERT_DAILY, UPSERT_HOURLY, usage_report, usage_rows
 
 SQLITE_URL_PREFIX = "sqlite:///"
 
@@ -61,7 +101,7 @@ _SIGHT_AGENT = (
 )
 
 
-class SQLiteStore:
+class SQLiteStore(OpsMethods):
     """A `core.state.Store` in one SQLite file."""
 
     def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
@@ -96,6 +136,7 @@ class SQLiteStore:
         async with self._lock:
             if self._db is None:
                 self._db = await self._connect()
+        await backfill_at_open(self)
 
     async def _connect(self) -> aiosqlite.Connection:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -260,8 +301,11 @@ class SQLiteStore:
         rows = [span_row(span) for span in spans]
         agents = [(a, org, first, first, last) for a, org, first, last in agent_sightings(spans)]
         redactions = redaction_rows(spans)
+        hourly, daily = usage_rows(spans)
         async with self._transaction() as db:
             await run_many(db, _INSERT_SPAN, rows)
+            await run_many(db, UPSERT_HOURLY, hourly)
+            await run_many(db, UPSERT_DAILY, daily)
             if agents:
                 await run_many(db, _SIGHT_AGENT, agents)
             await insert_redactions(db, redactions)
@@ -283,6 +327,150 @@ class SQLiteStore:
         """Every span, by `started_at`, then in the order they were recorded."""
         rows = await self._select(f"SELECT {SPAN_COLUMNS} FROM spans ORDER BY started_at, id")
         return [span_from(row) for row in rows]
+
+    # -- media jobs ------------------------------------------------------------------------
+
+    async def save_video_job(self, job: VideoJob) -> None:
+        """Store a new video job.
+
+        Raises:
+            AlreadyExists: a job with that id is stored already.
+        """
+        async with self._connection() as db:
+            try:
+                await run(db, INSERT_VIDEO_JOB, video_job_row(job))
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"video job {job.id} exists") from exc
+
+    async def video_job(self, job_id: str) -> VideoJob | None:
+        """The video job with that id, or None."""
+        rows = await self._select(SELECT_VIDEO_JOB, (job_id,))
+        return video_job_from(rows[0]) if rows else None
+
+    # -- reports ---------------------------------------------------------------------------
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        """A report's groups, read from the hourly aggregates (never from the spans)."""
+        return await usage_report(query, self._select)
+
+    async def session_spans(self, session: str) -> list[Span]:
+        """Spans whose session id or trace id is `session`, by start time."""
+        sql = (
+            f"SELECT {SPAN_COLUMNS} FROM spans WHERE session_id = ? "
+            f"UNION SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY started_at"
+        )
+        return [span_from(row) for row in await self._select(sql, (session, session))]
+
+    async def span_findings(self, request_ids: Sequence[str]) -> list[RedactionEvent]:
+        """Redaction-log events of these calls, by id."""
+        if not request_ids:
+            return []
+        sql = f"{SELECT_REDACTIONS} WHERE request_id IN ({marks(len(request_ids))}) ORDER BY id"
+        return [redaction_from(row) for row in await self._select(sql, list(request_ids))]
+
+    async def add_reconciliation(self, record: Reconciliation) -> None:
+        """Store a reconciliation import."""
+        async with self._connection() as db:
+            await run(db, INSERT_RECONCILIATION, reconciliation_row(record))
+
+    async def list_reconciliations(self, limit: int) -> list[Reconciliation]:
+        """The latest imports, newest first."""
+        rows = await self._select(SELECT_RECONCILIATIONS, (limit,))
+        return [reconciliation_from(row) for row in rows]
+
+    async def get_reconciliation(self, reconciliation_id: str) -> Reconciliation | None:
+        """One import, or None."""
+        rows = await self._select(SELECT_RECONCILIATION, (reconciliation_id,))
+        return reconciliation_from(rows[0]) if rows else None
+
+    async def rebuild_usage(self, page: int = 5000) -> int:
+        """Recompute the usage aggregates from the stored spans; the number of spans counted.
+
+        The aggregates are emptied and the newest span id noted in one transaction; spans up to
+        it are then counted a page per transaction, while spans written meanwhile count
+        themselves, so the gateway can keep running (its reports are partial until done).
+        """
+        async with self._transaction() as db:
+            await run(db, "DELETE FROM usage_hourly")
+            await run(db, "DELETE FROM usage_daily")
+            await run(db, "DELETE FROM usage_backfill")  # counted here, not by backfill_usage
+            top = list(await db.execute_fetchall("SELECT max(id) AS top FROM spans"))
+        last, end, counted = 0, int(top[0]["top"] or 0), 0
+        while last < end:
+            async with self._transaction() as db:
+                rows = list(await db.execute_fetchall(SPAN_PAGE, (last, end, page)))
+                if not rows:
+                    break
+                hourly, daily = usage_rows([span_from(row) for row in rows])
+                await run_many(db, UPSERT_HOURLY, hourly)
+                await run_many(db, UPSERT_DAILY, daily)
+            last, counted = int(rows[-1]["id"]), counted + len(rows)
+        return counted
+
+    # -- alerts (core.alert_store.AlertStore) ----------------------------------------------
+
+    async def add_alert(self, alert: AlertRecord) -> bool:
+        """Store `alert`; False (nothing stored) when its `dedupe_key` is stored already."""
+        row = alert_row(alert)
+        async with self._connection() as db:
+            return await changed(db, INSERT_ALERT, row) > 0
+
+    async def list_alerts(self, query: AlertQuery) -> list[AlertRecord]:
+        """Alerts matching `query`, newest first."""
+        sql, params = select_alerts(query)
+        return [alert_from(row) for row in await self._select(sql, params)]
+
+    async def acknowledge_alert(self, alert_id: str, by: str, at: float) -> bool:
+        """Acknowledge an unacknowledged alert; False when absent or acknowledged already."""
+        async with self._connection() as db:
+            return await changed(db, ACKNOWLEDGE_ALERT, (at, by, alert_id)) > 0
+
+    async def due_alerts(self, now: float, limit: int) -> list[AlertRecord]:
+        """Pending alerts whose next delivery attempt is due, earliest first."""
+        return [alert_from(row) for row in await self._select(SELECT_DUE, (now, limit))]
+
+    async def claim_alert(self, alert_id: str, attempts: int, lease_until: float) -> bool:
+        """Take the next delivery attempt of a pending alert still at `attempts`."""
+        async with self._connection() as db:
+            return await changed(db, CLAIM_ALERT, (lease_until, alert_id, attempts)) > 0
+
+    async def record_delivery(
+        self,
+        alert_id: str,
+        delivery: Delivery,
+        delivered_to: tuple[str, ...],
+        next_attempt_at: float | None,
+        last_error: str | None,
+        at: float,
+    ) -> None:
+        """Store the outcome of a delivery attempt."""
+        params = delivery_params(alert_id, delivery, delivered_to, next_attempt_at, last_error, at)
+        async with self._connection() as db:
+            await run(db, RECORD_DELIVERY, params)
+
+    # -- MCP tool pins (core.mcp.ToolPinStore) ---------------------------------------------
+
+    async def tool_pins(self, server: str | None = None) -> list[ToolPin]:
+        """Every pin (of one upstream server), by server then tool."""
+        sql, params = select_pins(server)
+        return [pin_from(row) for row in await self._select(sql, params)]
+
+    async def put_tool_pin(self, pin: ToolPin) -> None:
+        """Insert or replace the pin of (`pin.server`, `pin.tool`)."""
+        async with self._transaction() as db:
+            await db.execute(UPSERT_PIN, pin_row(pin))
+
+    async def commit_tool_pin(self, pin: ToolPin, draft: AuditDraft) -> AuditEvent:
+        """Insert or replace `pin` and append `draft` as the next audit event, in one
+        transaction."""
+        async with self._transaction() as db:
+            await db.execute(UPSERT_PIN, pin_row(pin))
+            return await append_event(db, draft)
+
+    async def tool_costs(self, session_id: str | None = None) -> list[ToolCost]:
+        """Calls and cost per tool over the stored tool spans (of one session), by tool."""
+        sql, params = select_tool_costs(session_id)
+        return [tool_cost_from(row) for row in await self._select(sql, params)]
 
     async def _select(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._connection() as db:

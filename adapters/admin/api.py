@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,20 +30,29 @@ from adapters.admin.http import (
     render,
 )
 from adapters.admin.keys import key_endpoints
+from adapters.admin.mcp import mcp_endpoints
 from adapters.admin.models import model_endpoints
 from adapters.admin.openapi import openapi_document
 from adapters.admin.orgs import org_endpoints
+from adapters.admin.reconciliations import reconciliation_endpoints
 from adapters.admin.redactions import redaction_endpoints
+from adapters.admin.reports import report_endpoints
 from adapters.admin.schemas import WhoAmI
+from adapters.admin.sessions import session_endpoints
 from core.access import DATA_PLANE_ROLE, Authenticator, bearer_secret
 from core.alerting import AlertFeed
 from core.audit import Actor, AuditLog
 from core.directory import Directory
 from core.errors import GatewayError, Internal, PermissionDenied
 from core.keyring import Keyring
+from core.mcp import McpControl
+from core.metering import PriceCatalog
 from core.model_registry import ModelRegistry
+from core.ops.prices import PriceBook
+from core.ops.reconciliation import ReconciliationStore
 from core.redaction import RedactionStore
-from core.roles import GRANTS
+from core.reports import UsageStore
+from core.roles import GRANTS, require
 from core.rulebook import RuleBook
 
 logger = logging.getLogger("agentgw.admin")
@@ -65,6 +75,10 @@ class AdminAPI:
         alerts: AlertFeed | None = None,
         redactions: RedactionStore | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY,
+        usage: UsageStore | None = None,
+        prices: PriceCatalog | None = None,
+        mcp: McpControl | None = None,
+        price_book: PriceBook | None = None,
     ) -> None:
         self._auth = authenticator
         self._max_body = min(max_body_bytes, DEFAULT_MAX_BODY)
@@ -80,6 +94,13 @@ class AdminAPI:
             self.endpoints += governance_endpoints(rules, alerts)
         if redactions is not None:
             self.endpoints += redaction_endpoints(redactions)
+        if usage is not None:
+            self.endpoints += report_endpoints(usage, rules=rules, prices=prices, book=price_book)
+            self.endpoints += session_endpoints(usage)
+            imports = cast(ReconciliationStore, usage)  # every store backend keeps both
+            self.endpoints += reconciliation_endpoints(usage, imports)
+        if mcp is not None:
+            self.endpoints += mcp_endpoints(mcp)
         self._document = openapi_document(self.endpoints, version=_version())
 
     def routes(self) -> list[BaseRoute]:
@@ -99,8 +120,12 @@ class AdminAPI:
                 actor = await self._actor(request)
                 query = dict(request.query_params)
                 check_query(query, endpoint)
+                if endpoint.permission is not None:
+                    require(actor, endpoint.permission)
                 body = None
-                if endpoint.body is not None:
+                if endpoint.read_body is not None:
+                    body = await endpoint.read_body(request, self._max_body)
+                elif endpoint.body is not None:
                     body = await read_json_body(request, endpoint.body, self._max_body)
                 call = AdminCall(actor, dict(request.path_params), query, body)
                 return render(await endpoint.handler(call), query)

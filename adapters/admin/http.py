@@ -20,6 +20,7 @@ from core.audit import Actor
 from core.errors import GatewayError, InvalidJSON, PayloadTooLarge, ValidationFailed
 from core.export import to_csv
 from core.keyspec import explain
+from core.roles import Permission
 from core.timestamps import parse_instant
 
 
@@ -84,6 +85,10 @@ class Endpoint:
     exportable: bool = False
     public: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # Reads the body itself (another content type than JSON); else `body` is read as JSON.
+    read_body: Callable[[Request, int], Awaitable[BaseModel]] | None = None
+    # Checked before the body is read, so a role without it is refused (403) whatever it sent.
+    permission: Permission | None = None
 
     @property
     def accepted_query(self) -> frozenset[str]:

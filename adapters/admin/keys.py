@@ -11,6 +11,7 @@ from core.errors import ValidationFailed
 from core.keyring import Keyring, key_view
 from core.keyspec import KeyCreate, KeyPatch, KeyRotate
 from core.orgs import parse_org_path
+from core.roles import Permission
 
 KEY_COLUMNS = (
     "id",
@@ -75,7 +76,8 @@ def key_endpoints(keyring: Keyring) -> list[Endpoint]:
     tags = ("keys",)
     return [
         Endpoint("POST", "/admin/keys", create, "Create a key; the reply holds its secret once.",
-                 _WRITERS, body=KeyCreate, response=KeyWithSecret, status=201, tags=tags),
+                 _WRITERS, body=KeyCreate, response=KeyWithSecret, status=201, tags=tags,
+                 permission=Permission.KEYS_WRITE),
         Endpoint("GET", "/admin/keys", listing, "List keys (never their secrets).", _READERS,
                  response=KeyList, exportable=True, tags=tags, query=(
                      Query("org_path", "Only keys within this org path."),
@@ -84,12 +86,14 @@ def key_endpoints(keyring: Keyring) -> list[Endpoint]:
                  )),
         Endpoint("GET", _ONE_KEY, show, "Show a key.", _READERS, response=KeyOut, tags=tags),
         Endpoint("PATCH", _ONE_KEY, update, "Change a key's name, org path, role, scopes, "
-                 "expiry, app, customer or tags.", _WRITERS, body=KeyPatch, response=KeyOut,
+                 "expiry, app, customer or tags.", _WRITERS, body=KeyPatch,
+                 permission=Permission.KEYS_WRITE, response=KeyOut,
                  tags=tags),
         Endpoint("DELETE", _ONE_KEY, revoke, "Revoke a key at once (both its secrets).",
                  _WRITERS, response=KeyOut, tags=tags),
         Endpoint("POST", _ONE_KEY + "/rotate", rotate, "Give a key a new secret; the old one "
                  "keeps working for grace_seconds.", _WRITERS, body=KeyRotate,
+                 permission=Permission.KEYS_WRITE,
                  response=KeyWithSecret, tags=tags),
     ]  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from adapters.admin.http import AdminCall, Endpoint, Listing, Reply, body
 from adapters.admin.schemas import ModelVersionList, ModelVersionOut
 from core.model_registry import ModelRegistry, Rollback, RoutingChange
+from core.roles import Permission
 
 VERSION_COLUMNS = ("name", "version", "at", "actor", "routing")
 _ONE_MODEL = "/admin/models/{name}"
@@ -37,11 +38,13 @@ def model_endpoints(registry: ModelRegistry) -> list[Endpoint]:
         Endpoint("PUT", _ONE_MODEL, replace, "Replace a virtual model's routing (strategy, "
                  "targets, weights, fallbacks, circuit …) as a new version; it takes effect at "
                  "once, requests in flight finish on the routing they started with.", _WRITERS,
-                 body=RoutingChange, response=ModelVersionOut, tags=tags),
+                 body=RoutingChange, response=ModelVersionOut, tags=tags,
+                 permission=Permission.MODELS_WRITE),
         Endpoint("GET", _ONE_MODEL + "/versions", versions, "Every version of a virtual "
                  "model's routing, oldest first.", _READERS, response=ModelVersionList,
                  exportable=True, tags=tags),
         Endpoint("POST", _ONE_MODEL + "/rollback", rollback, "Make an earlier version's routing "
                  "current again, as a new version.", _WRITERS, body=Rollback,
+                 permission=Permission.MODELS_WRITE,
                  response=ModelVersionOut, tags=tags),
     ]  # fmt: skip

@@ -14,6 +14,7 @@ from core.directory import (
     unit_view,
 )
 from core.orgs import PARTY_KINDS, PartyKind
+from core.roles import Permission
 
 UNIT_COLUMNS = ("path", "level", "parent", "title", "tags", "created_at", "updated_at")
 PARTY_COLUMNS = ("kind", "id", "name", "org_path", "tags", "created_at", "updated_at", "last_seen")
@@ -52,12 +53,13 @@ def _unit_endpoints(directory: Directory) -> list[Endpoint]:
     return [
         Endpoint("POST", "/admin/org-units", create, "Create a department, team or project "
                  "(its parent must exist).", _WRITERS, body=OrgUnitCreate, response=OrgUnitOut,
-                 status=201, tags=tags),
+                 status=201, tags=tags, permission=Permission.ORG_WRITE),
         Endpoint("GET", "/admin/org-units", listing, "List org units by path.", _READERS,
                  response=OrgUnitList, exportable=True, tags=tags),
         Endpoint("GET", one, show, "Show an org unit.", _READERS, response=OrgUnitOut, tags=tags),
         Endpoint("PATCH", one, update, "Change an org unit's title or tags.", _WRITERS,
-                 body=OrgUnitPatch, response=OrgUnitOut, tags=tags),
+                 body=OrgUnitPatch, response=OrgUnitOut, tags=tags,
+                 permission=Permission.ORG_WRITE),
         Endpoint("DELETE", one, delete, "Delete an org unit without child units.", _WRITERS,
                  response=OrgUnitOut, tags=tags),
     ]  # fmt: skip
@@ -90,12 +92,13 @@ def _party_endpoints(directory: Directory, kind: PartyKind) -> list[Endpoint]:
     tags = ("organization",)
     return [
         Endpoint("POST", many, create, f"Register a {kind}.{seen}", _WRITERS, body=PartyCreate,
-                 response=PartyOut, status=201, tags=tags),
+                 response=PartyOut, status=201, tags=tags, permission=Permission.ORG_WRITE),
         Endpoint("GET", many, listing, f"List {kind}s by id.", _READERS, response=PartyList,
                  exportable=True, tags=tags),
         Endpoint("GET", one, show, f"Show a {kind}.", _READERS, response=PartyOut, tags=tags),
         Endpoint("PATCH", one, update, f"Change a {kind}'s name, org path or tags.", _WRITERS,
-                 body=PartyPatch, response=PartyOut, tags=tags),
+                 body=PartyPatch, response=PartyOut, tags=tags,
+                 permission=Permission.ORG_WRITE),
         Endpoint("DELETE", one, delete, f"Delete a {kind}.", _WRITERS, response=PartyOut,
                  tags=tags),
     ]  # fmt: skip

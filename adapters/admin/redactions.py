@@ -28,6 +28,7 @@ def redaction_query(q: Mapping[str, str]) -> RedactionQuery:
         key_id=q.get("key_id"),
         entity_type=q.get("entity_type"),
         action=q.get("action"),
+        scope=q.get("scope"),
         after_id=query_integer(q, "after_id", 0, 0, 2**62),
         limit=query_integer(q, "limit", 1000, 1, MAX_QUERY_LIMIT),
     )
@@ -51,6 +52,8 @@ def redaction_endpoints(store: RedactionStore) -> list[Endpoint]:
                      Query("key_id", "Events of calls made with this key."),
                      Query("entity_type", "Such as EMAIL_ADDRESS or violence."),
                      Query("action", "redact, mask, hash, pseudonymize, block, flag, fail_open."),
+                     Query("scope", "Where it was found: system, message, tool_input, "
+                           "tool_output, transcript, media_text, media."),
                      Query("after_id", "Only events after this id (paging).", "integer"),
                      Query("limit", f"At most this many (1-{MAX_QUERY_LIMIT}, default 1000).",
                            "integer"),

@@ -21,6 +21,7 @@ class ScopesOut(Out):
     modalities: list[str]
     egress: Literal["private", "public"]
     ip_allowlist: list[str]
+    privacy_mode: bool = False
 
 
 class KeyOut(Out):

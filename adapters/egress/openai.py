@@ -16,6 +16,8 @@ import aiohttp
 import orjson
 
 from adapters.egress.http import SharedHTTP
+from adapters.egress.openai_media import OpenAIMedia
+from adapters.egress.realtime import OpenAIVoice
 from adapters.egress.upstream import (
     error_detail,
     json_object,
@@ -30,6 +32,8 @@ from adapters.wire.openai import (
     embedding_reply_from_wire,
     envelope_to_chat_request,
     envelope_to_embedding_request,
+    envelope_to_moderation_request,
+    moderation_reply_from_wire,
 )
 from core.config import Provider as ProviderConfig
 from core.envelope import Envelope, Modality, StreamChunk
@@ -53,11 +57,21 @@ class OpenAIProvider:
         if config.api_key:
             self._headers["authorization"] = f"Bearer {config.api_key}"
         self._timeout, self._stream_timeout = timeouts(config)
+        self._media = OpenAIMedia(
+            self.name, http, self._base, self._headers, (self._timeout, self._stream_timeout)
+        )
+        # Realtime sessions and the audio endpoints (`core.realtime.VoiceProvider`).
+        self.voice = OpenAIVoice(config, http)
 
     async def send(self, env: Envelope) -> Envelope:
         if env.modality is Modality.EMBEDDING:
             body = await self._post("/embeddings", envelope_to_embedding_request(env), env)
             return embedding_reply_from_wire(body, env)
+        if env.modality is Modality.MODERATION:
+            body = await self._post("/moderations", envelope_to_moderation_request(env), env)
+            return moderation_reply_from_wire(body, env)
+        if env.modality in (Modality.IMAGE, Modality.VIDEO):
+            return await self._media.send(env, _trace_header(env))
         if env.modality is not Modality.CHAT:
             raise UnsupportedContent(f"Provider '{self.name}' does not serve {env.modality}.")
         body = await self._post("/chat/completions", self._quirked(env), env)
@@ -95,6 +109,16 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         return None  # The shared client is closed by its owner.
 
+    async def video_status(self, upstream_id: str, env: Envelope) -> dict[str, Any]:
+        """A video job's status (`core.media.VideoUpstream`)."""
+        return await self._media.video_status(upstream_id, _trace_header(env))
+
+    def video_content(
+        self, upstream_id: str, variant: str | None, env: Envelope
+    ) -> AsyncGenerator[bytes, None]:
+        """A video job's bytes, relayed as they arrive (`core.media.VideoUpstream`)."""
+        return self._media.video_content(upstream_id, variant, _trace_header(env))
+
     def _quirked(self, env: Envelope) -> dict[str, Any]:
         """The chat request as this upstream wants it: token-limit name, refused fields dropped."""
         body = envelope_to_chat_request(env)
@@ -129,3 +153,7 @@ class OpenAIProvider:
         if env.trace is None:
             return self._headers
         return {**self._headers, "traceparent": traceparent(env.trace)}
+
+
+def _trace_header(env: Envelope) -> dict[str, str]:
+    return {} if env.trace is None else {"traceparent": traceparent(env.trace)}

@@ -9,7 +9,7 @@ same status would map to, so routing, failover and metering can be exercised wit
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import assert_never
+from typing import Any, assert_never
 
 import anyio
 
@@ -20,6 +20,7 @@ from adapters.egress.sim_embeddings import (
     text_input,
     token_input,
 )
+from adapters.egress.sim_media import SimMediaProvider
 from adapters.egress.sim_model import (
     SimChatReply,
     SimChatRequest,
@@ -35,7 +36,9 @@ from adapters.egress.sim_model import (
     parse_tool_choice,
     stream_deltas,
 )
+from adapters.egress.sim_moderation import moderation_body
 from adapters.egress.sim_options import FaultInjector, SimOptions
+from adapters.egress.sim_voice import SimVoice
 from core.config import Provider as ProviderConfig
 from core.envelope import (
     AudioPart,
@@ -176,6 +179,10 @@ class SimProvider:
         self.name = name
         self.options = options
         self._faults = FaultInjector(options)
+        # Realtime sessions and the audio endpoints (`core.realtime.VoiceProvider`).
+        self.voice = SimVoice(options)
+        # Images and video jobs (`core.media.VideoUpstream`), as `agentgw sim` serves them.
+        self.media = SimMediaProvider()
 
     async def _sleep(self, ms: float) -> None:
         if ms:
@@ -206,6 +213,11 @@ class SimProvider:
         """
         if env.modality is Modality.EMBEDDING:
             return await self._embed(env)
+        if env.modality is Modality.MODERATION:
+            return await self._moderate(env)
+        if env.modality in (Modality.IMAGE, Modality.VIDEO):
+            await self._delay_or_fault()
+            return self.media.send(env)
         reply = self._chat(env)
         await self._delay_or_fault()
         await self._sleep(self.options.ttft_ms)
@@ -242,6 +254,22 @@ class SimProvider:
             principal=env.principal,
         )
 
+    async def _moderate(self, env: Envelope) -> Envelope:
+        if not env.messages:
+            raise UpstreamRejected("input is required", upstream_status=400, param="input")
+        await self._delay_or_fault()
+        texts = ["".join(_texts(m.parts)) for m in env.messages]
+        body = moderation_body(env.model, f"modr-{env.id}", texts)
+        return Envelope(
+            id=env.id,
+            modality=env.modality,
+            model=env.model,
+            usage=Usage(),
+            extra={"results": body["results"]},
+            trace=env.trace,
+            principal=env.principal,
+        )
+
     async def stream(self, env: Envelope) -> AsyncGenerator[StreamChunk, None]:
         """Stream a chat reply: role, words, tool-call pieces, finish reason, then usage.
 
@@ -260,6 +288,24 @@ class SimProvider:
                 raise UpstreamError(f"sim: stream dropped after {n} chunks")
             await self._sleep(self.options.ttft_ms if n == 0 else self.options.chunk_delay_ms)
             yield chunk
+
+    async def video_status(self, upstream_id: str, env: Envelope) -> dict[str, Any]:
+        """A video job's status (`core.media.VideoUpstream`).
+
+        Raises:
+            UpstreamRejected: no such job.
+        """
+        return self.media.video_status(upstream_id)
+
+    async def video_content(
+        self, upstream_id: str, variant: str | None, env: Envelope
+    ) -> AsyncGenerator[bytes, None]:
+        """A video job's bytes, in one chunk (`core.media.VideoUpstream`).
+
+        Raises:
+            UpstreamRejected: no such job, or not ready yet.
+        """
+        yield self.media.video_content(upstream_id)
 
     async def aclose(self) -> None:
         """Nothing to release: the sim holds no connections."""

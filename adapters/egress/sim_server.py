@@ -1,6 +1,7 @@
 """The simulated model over the OpenAI wire: a standalone Starlette app (`agentgw sim`).
 
-Routes: `POST /v1/chat/completions` (JSON or SSE), `POST /v1/embeddings`, `GET /v1/models`,
+Routes: `POST /v1/chat/completions` (JSON or SSE), `POST /v1/embeddings`, `POST /v1/moderations`
+(`sim_moderation`), `GET /v1/models`,
 `GET /healthz`, and for tests `GET /_sim/requests` (the JSON bodies received, newest last, at most
 `RECORDED_REQUESTS`), `GET /_sim/headers` (their `x-*` headers), `DELETE /_sim/requests`, and
 `POST /_sim/release` (lets streams held by `hold_after_chunks` go on). API keys are neither
@@ -8,7 +9,9 @@ checked nor recorded.
 
 The Anthropic Messages face (`POST /v1/messages`, in `sim_anthropic`) shares the options, the
 fault RNG, the request log and the release event; it records auth headers at
-`GET /_sim/anthropic/headers`.
+`GET /_sim/anthropic/headers`. Images (`/v1/images/generations`, `/v1/images/edits`) and video
+jobs (`/v1/videos` …) live in `sim_media` and log their requests here too (`_path` says which,
+uploads as base64).
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from adapters.egress.sim_anthropic import SimAnthropicFace
+from adapters.egress.sim_audio import SimVoiceFace
 from adapters.egress.sim_embeddings import embedding_vector, encode_base64
+from adapters.egress.sim_media import SimMedia
 from adapters.egress.sim_model import SimChatReply, SimRequestError, chat_reply, stream_deltas
+from adapters.egress.sim_moderation import moderation_body, moderation_texts
 from adapters.egress.sim_options import FaultInjector, SimOptions
 from adapters.egress.sim_wire import (
     ChatCall,
@@ -44,7 +50,7 @@ from adapters.egress.sim_wire import (
 __all__ = ["RECORDED_REQUESTS", "SimOptions", "build_sim_app", "serve_sim"]
 
 RECORDED_REQUESTS = 1000
-MODELS = ("sim-1", "sim-embedding-1")
+MODELS = ("sim-1", "sim-embedding-1", "sim-moderation-1")
 
 
 def _json(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -162,6 +168,20 @@ class _SimEndpoints:
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return _json({"object": "list", "data": data, "model": call.model, "usage": usage})
 
+    async def moderations(self, request: Request) -> Response:
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            texts = moderation_texts(body)
+        except ValueError as exc:
+            return _error(400, str(exc), "input")
+        fault = await self._delay_or_fault()
+        if fault is not None:
+            return fault
+        model = str(body.get("model") or "sim-moderation-1")
+        return _json(moderation_body(model, f"modr-{uuid.uuid4().hex}", texts))
+
     async def models(self, request: Request) -> Response:
         data = [
             {"id": m, "object": "model", "created": 0, "owned_by": "agentgw-sim"} for m in MODELS
@@ -192,10 +212,12 @@ def build_sim_app(options: SimOptions) -> Starlette:
     requests: deque[Any] = deque(maxlen=RECORDED_REQUESTS)
     endpoints = _SimEndpoints(options, requests)
     anthropic = SimAnthropicFace(options, endpoints._faults, requests, endpoints._release_event)
+    voice = SimVoiceFace(options, endpoints._faults, requests)
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
             Route("/v1/embeddings", endpoints.embeddings, methods=["POST"]),
+            Route("/v1/moderations", endpoints.moderations, methods=["POST"]),
             Route("/v1/models", endpoints.models, methods=["GET"]),
             Route("/healthz", endpoints.healthz, methods=["GET"]),
             Route("/_sim/requests", endpoints.recorded, methods=["GET"]),
@@ -204,6 +226,8 @@ def build_sim_app(options: SimOptions) -> Starlette:
             Route("/_sim/release", endpoints.release, methods=["POST"]),
             Route("/v1/messages", anthropic.messages, methods=["POST"]),
             Route("/_sim/anthropic/headers", anthropic.recorded_headers, methods=["GET"]),
+            *voice.routes(),
+            *SimMedia(requests).routes(),
         ]
     )
     app.state.sim_requests = requests

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from core.errors import InvalidJSON, PayloadTooLarge, ValidationFailed
+from core.errors import InvalidJSON, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from core.pipeline import CallInfo
 from core.tracing import new_request_id
 
@@ -29,12 +29,20 @@ def call_info(request: Request, route: str) -> CallInfo:
     return CallInfo(request_id, route, request.headers, client)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, *, form: bool = False) -> bytes:
     """The whole body, refusing more than `limit` bytes without reading past it.
+
+    Unless `form` (the caller parses a multipart form), a multipart body is refused: the
+    endpoint reads JSON, and a form would otherwise surface as a puzzling "not valid JSON".
 
     Raises:
         PayloadTooLarge: the declared or the actual size is over the limit.
+        UnsupportedMediaType: a multipart form sent where JSON is expected.
     """
+    if not form and request.headers.get("content-type", "").lower().startswith("multipart/"):
+        raise UnsupportedMediaType(
+            "This endpoint reads a JSON body (Content-Type: application/json), not a form."
+        )
     declared = request.headers.get("content-length")
     too_large = PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -1,4 +1,5 @@
-"""OpenAI-compatible ingress: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`.
+"""OpenAI-compatible ingress: `/v1/chat/completions`, `/v1/embeddings`, `/v1/moderations`,
+`/v1/models`.
 
 Decodes the wire into an Envelope, hands it to the pipeline and encodes the reply. Every error
 leaves here in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
@@ -26,11 +27,14 @@ from adapters.ingress.http import (
 from adapters.wire.openai import (
     ChatRequest,
     EmbeddingRequest,
+    ModerationRequest,
     chat_reply_to_wire,
     chat_request_to_envelope,
     chunk_to_wire,
     embedding_reply_to_wire,
     embedding_request_to_envelope,
+    moderation_reply_to_wire,
+    moderation_request_to_envelope,
     usage_chunk_to_wire,
 )
 from core.envelope import Envelope, StreamChunk, Usage
@@ -66,6 +70,7 @@ class OpenAIIngress:
         return [
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/v1/moderations", self.moderations, methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
         ]
@@ -94,6 +99,19 @@ class OpenAIIngress:
             return JSONResponse(embedding_reply_to_wire(reply), headers=call.headers)
 
         return await self._guarded(request, "openai.embeddings", run)
+
+    async def moderations(self, request: Request) -> Response:
+        async def run(call: Call) -> Response:
+            body = await read_body(request, self._max_body)
+            req = parse_json_model(ModerationRequest, body)
+            env = moderation_request_to_envelope(req, call.request_id)
+            reply = await self._pipeline.complete(call, env)
+            moderation_id = "modr-" + call.request_id.removeprefix("req_")
+            return JSONResponse(
+                moderation_reply_to_wire(reply, moderation_id), headers=call.headers
+            )
+
+        return await self._guarded(request, "openai.moderations", run)
 
     async def list_models(self, request: Request) -> Response:
         try:

@@ -21,9 +21,9 @@ the OpenAI chat shape, so the two wires translate through it with no pairwise co
   it (as OpenAI's `prompt_tokens` does), `cache_read_input_tokens` is `cached_tokens`, and
   `cache_creation_input_tokens`, which `Usage` has no field for, rides in `extra["usage"]`.
 
-A request decoded here is marked `params[WIRE_MARK] = "anthropic"` (a key no wire encoder sends)
-so the encoder knows its `extra` is Anthropic's own and can be forwarded verbatim. Keys starting
-with `_` in any `extra` are round-trip markers and never go on a wire.
+A request decoded here has `Envelope.source = "anthropic"`, so the Anthropic encoder knows its
+`extra` is Anthropic's own and can be forwarded verbatim, and the OpenAI encoder knows to forward
+none of it. Keys starting with `_` in any `extra` are round-trip markers and never go on a wire.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from core.envelope import (
 from core.errors import UnsupportedContent, UpstreamError, ValidationFailed
 
 WIRE = "anthropic"
-WIRE_MARK = "_wire"
 BETA_MARK = "_anthropic_beta"
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -139,6 +138,12 @@ class MessagesRequest(CountTokensRequest):
 # -- requests: wire → Envelope -------------------------------------------------------------
 
 
+def _client_extra(model: BaseModel) -> dict[str, Any]:
+    """A client's fields the gateway does not read, to pass on. Keys starting with `_` are
+    dropped: they would be taken for the gateway's own round-trip markers."""
+    return {k: v for k, v in (model.model_extra or {}).items() if not k.startswith("_")}
+
+
 def messages_request_to_envelope(req: CountTokensRequest, request_id: str) -> Envelope:
     """Decode a validated Messages (or count_tokens) request.
 
@@ -149,7 +154,8 @@ def messages_request_to_envelope(req: CountTokensRequest, request_id: str) -> En
     """
     structural = {"model", "messages", "system", "tools", "tool_choice", "stream"}
     structural |= {"metadata", "stop_sequences"}
-    extra = req.model_dump(exclude_unset=True, exclude=structural)
+    dumped = req.model_dump(exclude_unset=True, exclude=structural)
+    extra = {k: v for k, v in dumped.items() if not k.startswith("_")}
     if "mcp_servers" in extra:
         # The MCP connector would have the upstream call tools the gateway never sees.
         raise UnsupportedContent(
@@ -158,7 +164,6 @@ def messages_request_to_envelope(req: CountTokensRequest, request_id: str) -> En
         )
     sampling = ("max_tokens", "temperature", "top_p")
     params: dict[str, Any] = {k: extra.pop(k) for k in sampling if k in extra}
-    params[WIRE_MARK] = WIRE
     if isinstance(req, MessagesRequest):
         if req.stop_sequences is not None:
             params["stop"] = list(req.stop_sequences)
@@ -183,6 +188,7 @@ def messages_request_to_envelope(req: CountTokensRequest, request_id: str) -> En
         params=params,
         extra=extra,
         stream=isinstance(req, MessagesRequest) and req.stream,
+        source=WIRE,
     )
 
 
@@ -218,7 +224,7 @@ def _system_from_wire(system: str | list[ContentPart]) -> Message:
 
 
 def _messages_from_wire(i: int, m: WireMessage) -> list[Message]:
-    extra = dict(m.model_extra or {})
+    extra = _client_extra(m)
     if isinstance(m.content, str):
         return [Message(m.role, [TextPart(m.content)], extra={**extra, "_content_str": True})]
     out: list[Message] = []
@@ -247,7 +253,7 @@ def part_from_wire(block: ContentPart, where: str) -> Part:
         UnsupportedContent: a block type the gateway cannot carry.
         ValidationFailed: the block lacks the field its type needs.
     """
-    extra = dict(block.model_extra or {})
+    extra = _client_extra(block)
     match block.type:
         case "text":
             return TextPart(_needs(block.text, where, "text"), extra)
@@ -298,7 +304,7 @@ def _image_url(source: Source | None, where: str) -> str:
 
 
 def _tool_result_from_wire(block: ContentPart, where: str) -> Message:
-    extra = dict(block.model_extra or {})
+    extra = _client_extra(block)
     content: list[Part] = []
     if block.content is None:
         extra["_no_content"] = True
@@ -323,7 +329,7 @@ def _tool_from_wire(j: int, t: ToolDef) -> ToolSpec:
         raise UnsupportedContent(
             f"Server tool '{t.type}' is not supported through the gateway.", param=f"tools[{j}]"
         )
-    return ToolSpec(t.name, t.description, t.input_schema, dict(t.model_extra or {}))
+    return ToolSpec(t.name, t.description, t.input_schema, _client_extra(t))
 
 
 # -- replies: wire → Envelope -------------------------------------------------------------

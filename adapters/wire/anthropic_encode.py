@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, assert_never
 
-from adapters.wire.anthropic import WIRE, WIRE_MARK
+from adapters.wire.anthropic import WIRE
 from core.envelope import (
     AudioPart,
     Envelope,
@@ -49,7 +49,7 @@ def envelope_to_messages_request(env: Envelope, *, default_max_tokens: int) -> d
         UnsupportedContent: something Anthropic cannot take (audio, video, `n` > 1, a JSON
             response format, tool arguments that are not a JSON object, an unknown role).
     """
-    native = env.params.get(WIRE_MARK) == WIRE
+    native = env.source == WIRE
     extra = _public(env.extra) if native else _kept(env.extra, PORTABLE_EXTRA)
     body: dict[str, Any] = {**extra, "model": env.model}
     body["max_tokens"] = _max_tokens(env.params, default_max_tokens)

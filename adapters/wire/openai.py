@@ -52,6 +52,11 @@ GENERIC_PARAMS = frozenset(
     }
 )
 _STRUCTURAL = frozenset({"model", "messages", "tools", "stream", "stream_options"})
+WIRE = "openai"
+TOOL_ERROR_MARK = "[tool error] "
+"""Put before a tool result's content on this wire when the result is an error (Anthropic's
+`is_error: true`), which the OpenAI wire has no field for (docs/anthropic-clients.md)."""
+_THINKING = frozenset({"thinking", "redacted_thinking"})
 
 
 class _Wire(BaseModel):
@@ -139,7 +144,18 @@ class EmbeddingRequest(_Wire):
     user: str | None = None
 
 
+class ModerationRequest(_Wire):
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[ContentPart] = Field(min_length=1)
+
+
 # -- requests: wire → Envelope -------------------------------------------------------------
+
+
+def _client_extra(model: BaseModel) -> dict[str, Any]:
+    """A client's fields the gateway does not read, to pass on. Keys starting with `_` are
+    dropped: they would be taken for the gateway's own round-trip markers."""
+    return {k: v for k, v in (model.model_extra or {}).items() if not k.startswith("_")}
 
 
 def chat_request_to_envelope(req: ChatRequest, request_id: str) -> Envelope:
@@ -150,7 +166,11 @@ def chat_request_to_envelope(req: ChatRequest, request_id: str) -> Envelope:
     """
     raw = req.model_dump(exclude_unset=True, exclude={"messages", "tools", "stream_options"})
     params = {k: v for k, v in raw.items() if k in GENERIC_PARAMS}
-    extra = {k: v for k, v in raw.items() if k not in GENERIC_PARAMS and k not in _STRUCTURAL}
+    extra = {
+        k: v
+        for k, v in raw.items()
+        if k not in GENERIC_PARAMS and k not in _STRUCTURAL and not k.startswith("_")
+    }
     env = Envelope(
         id=request_id,
         modality=Modality.CHAT,
@@ -160,6 +180,7 @@ def chat_request_to_envelope(req: ChatRequest, request_id: str) -> Envelope:
         params=params,
         extra=extra,
         stream=req.stream,
+        source=WIRE,
     )
     if req.stream_options is not None and req.stream_options.include_usage:
         env.params["include_usage"] = True
@@ -167,7 +188,7 @@ def chat_request_to_envelope(req: ChatRequest, request_id: str) -> Envelope:
 
 
 def _message_from_wire(i: int, m: ChatMessage) -> Message:
-    extra = dict(m.model_extra or {})
+    extra = _client_extra(m)
     if m.role == "tool":
         content = _content_parts(i, m.content)
         part = ToolResultPart(tool_call_id=m.tool_call_id or "", content=content)
@@ -183,7 +204,7 @@ def _message_from_wire(i: int, m: ChatMessage) -> Message:
                 id=tc.id,
                 name=tc.function.name,
                 arguments=tc.function.arguments,
-                extra=dict(tc.model_extra or {}),
+                extra=_client_extra(tc),
             )
         )
     if isinstance(m.content, str):
@@ -198,7 +219,7 @@ def _content_parts(i: int, content: str | list[ContentPart] | None) -> list[Part
         return [TextPart(content)]
     parts: list[Part] = []
     for j, p in enumerate(content):
-        extra = dict(p.model_extra or {})
+        extra = _client_extra(p)
         if p.type == "text" and p.text is not None:
             parts.append(TextPart(p.text, extra))
         elif p.type == "refusal" and p.refusal is not None:
@@ -218,13 +239,15 @@ def _content_parts(i: int, content: str | list[ContentPart] | None) -> list[Part
 
 
 def _tool_from_wire(t: ToolDef) -> ToolSpec:
-    extra = dict(t.function.model_extra or {})
+    extra = _client_extra(t.function)
     return ToolSpec(t.function.name, t.function.description, t.function.parameters, extra)
 
 
 def embedding_request_to_envelope(req: EmbeddingRequest, request_id: str) -> Envelope:
     raw = req.model_dump(exclude_unset=True, exclude={"model", "input"})
-    env = Envelope(id=request_id, modality=Modality.EMBEDDING, model=req.model, extra=raw)
+    env = Envelope(
+        id=request_id, modality=Modality.EMBEDDING, model=req.model, extra=raw, source=WIRE
+    )
     inputs = req.input
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -240,22 +263,39 @@ def embedding_request_to_envelope(req: EmbeddingRequest, request_id: str) -> Env
 
 
 def envelope_to_chat_request(env: Envelope) -> dict[str, Any]:
-    """Encode a chat request for an OpenAI-compatible upstream."""
-    body: dict[str, Any] = {**env.extra, "model": env.model}
+    """Encode a chat request for an OpenAI-compatible upstream.
+
+    A request from an OpenAI client (or built in the gateway) keeps the fields the gateway does
+    not know, at every level (pass-through); one from another wire (`env.source`) keeps none of
+    its wire's own fields (`top_k`, `thinking`, `cache_control` …). Gateway markers (keys that
+    start with `_`) and thinking blocks never go out. An error tool result (`is_error`) has
+    `TOOL_ERROR_MARK` put before its content.
+    """
+    native = env.source in (WIRE, "")
+    body: dict[str, Any] = {**_sendable(env.extra, native), "model": env.model}
     body.update({k: v for k, v in env.params.items() if k in GENERIC_PARAMS})
-    body["messages"] = [_message_to_wire(m) for m in env.messages]
+    body["messages"] = [_message_to_wire(m, native) for m in env.messages]
     if env.tools:
-        body["tools"] = [_tool_to_wire(t) for t in env.tools]
+        body["tools"] = [_tool_to_wire(t, native) for t in env.tools]
     if env.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
 
 
-def _message_to_wire(m: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        k: v for k, v in m.extra.items() if k not in ("_content_null", "_content_str")
-    }
+def _sendable(extra: dict[str, Any], native: bool) -> dict[str, Any]:
+    """The extra fields that may go on this wire: a native request's own, never a marker."""
+    if not native or not extra:
+        return {}
+    return {k: v for k, v in extra.items() if not k.startswith("_")}
+
+
+def _thinking(p: Part) -> bool:
+    return isinstance(p, TextPart) and p.extra.get("_type") in _THINKING
+
+
+def _message_to_wire(m: Message, native: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = _sendable(m.extra, native)
     out["role"] = m.role
     if m.name is not None:
         out["name"] = m.name
@@ -264,12 +304,16 @@ def _message_to_wire(m: Message) -> dict[str, Any]:
         if result is not None:
             out["tool_call_id"] = result.tool_call_id
             as_str = bool(m.extra.get("_content_str"))
-            out["content"] = _content_to_wire(result.content, as_str=as_str)
+            content = _content_to_wire(result.content, as_str=as_str, native=native)
+            out["content"] = _error_marked(content) if result.is_error else content
         return out
-    content_parts: list[Part] = [p for p in m.parts if not isinstance(p, ToolCallPart)]
+    content_parts: list[Part] = [
+        p for p in m.parts if not isinstance(p, ToolCallPart) and not _thinking(p)
+    ]
     calls = [p for p in m.parts if isinstance(p, ToolCallPart)]
     if content_parts:
-        out["content"] = _content_to_wire(content_parts, as_str=bool(m.extra.get("_content_str")))
+        as_str = bool(m.extra.get("_content_str"))
+        out["content"] = _content_to_wire(content_parts, as_str=as_str, native=native)
     elif m.extra.get("_content_null") or calls:
         out["content"] = None
     else:
@@ -277,7 +321,7 @@ def _message_to_wire(m: Message) -> dict[str, Any]:
     if calls:
         out["tool_calls"] = [
             {
-                **c.extra,
+                **_sendable(c.extra, native),
                 "id": c.id,
                 "type": "function",
                 "function": {"name": c.name, "arguments": c.arguments},
@@ -287,35 +331,46 @@ def _message_to_wire(m: Message) -> dict[str, Any]:
     return out
 
 
-def _content_to_wire(parts: list[Part], *, as_str: bool) -> str | list[dict[str, Any]]:
-    if as_str and all(isinstance(p, TextPart) and not p.extra for p in parts):
+def _content_to_wire(
+    parts: list[Part], *, as_str: bool, native: bool = True
+) -> str | list[dict[str, Any]]:
+    if as_str and all(isinstance(p, TextPart) and not _sendable(p.extra, native) for p in parts):
         return "".join(p.text for p in parts if isinstance(p, TextPart))
-    return [_part_to_wire(p) for p in parts]
+    return [_part_to_wire(p, native) for p in parts]
 
 
-def _part_to_wire(p: Part) -> dict[str, Any]:
+def _error_marked(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    if isinstance(content, str):
+        return TOOL_ERROR_MARK + content if content else TOOL_ERROR_MARK.rstrip()
+    if content and content[0].get("type") == "text":
+        first = content[0]
+        return [{**first, "text": TOOL_ERROR_MARK + str(first.get("text", ""))}, *content[1:]]
+    return [{"type": "text", "text": TOOL_ERROR_MARK.rstrip()}, *content]
+
+
+def _part_to_wire(p: Part, native: bool = True) -> dict[str, Any]:
     match p:
         case TextPart(text=text, extra=extra):
             kind = extra.get("_type", "text")
-            rest = {k: v for k, v in extra.items() if k != "_type"}
-            return {**rest, "type": kind, kind: text}
+            return {**_sendable(extra, native), "type": kind, kind: text}
         case ImagePart(url=url, detail=detail, extra=extra):
             image: dict[str, Any] = {"url": url}
             if detail is not None:
                 image["detail"] = detail
-            return {**extra, "type": "image_url", "image_url": image}
+            return {**_sendable(extra, native), "type": "image_url", "image_url": image}
         case AudioPart(data=data, format=fmt, extra=extra):
-            return {**extra, "type": "input_audio", "input_audio": {"data": data, "format": fmt}}
+            audio = {"data": data, "format": fmt}
+            return {**_sendable(extra, native), "type": "input_audio", "input_audio": audio}
         case VideoPart(url=url, extra=extra):
-            return {**extra, "type": "video_url", "video_url": {"url": url}}
+            return {**_sendable(extra, native), "type": "video_url", "video_url": {"url": url}}
         case ToolCallPart() | ToolResultPart():
             raise UnsupportedContent("A tool part cannot stand inside message content.")
         case _:
             assert_never(p)
 
 
-def _tool_to_wire(t: ToolSpec) -> dict[str, Any]:
-    fn: dict[str, Any] = {**t.extra, "name": t.name}
+def _tool_to_wire(t: ToolSpec, native: bool = True) -> dict[str, Any]:
+    fn: dict[str, Any] = {**_sendable(t.extra, native), "name": t.name}
     if t.description is not None:
         fn["description"] = t.description
     if t.parameters is not None:
@@ -441,32 +496,47 @@ def chat_reply_to_wire(
 
 def chunk_from_wire(body: dict[str, Any]) -> list[StreamChunk]:
     """Decode one upstream SSE chunk (it may carry several choices and usage at once)."""
+    # Once per streamed event: the common delta (`content`, maybe `role`) takes no copies.
     out: list[StreamChunk] = []
     for choice in body.get("choices") or []:
-        delta = dict(choice.get("delta") or {})
-        calls = [
-            ToolCallDelta(
-                index=int(tc.get("index", 0)),
-                id=tc.get("id"),
-                name=(tc.get("function") or {}).get("name"),
-                arguments=(tc.get("function") or {}).get("arguments") or "",
-            )
-            for tc in delta.pop("tool_calls", None) or []
-        ]
+        delta = choice.get("delta") or {}
+        raw_calls = delta.get("tool_calls")
+        calls = (
+            [
+                ToolCallDelta(
+                    index=int(tc.get("index", 0)),
+                    id=tc.get("id"),
+                    name=(tc.get("function") or {}).get("name"),
+                    arguments=(tc.get("function") or {}).get("arguments") or "",
+                )
+                for tc in raw_calls
+            ]
+            if raw_calls
+            else []
+        )
+        extra = (
+            {}
+            if delta.keys() <= _DELTA_FIELDS
+            else {k: v for k, v in delta.items() if k not in _DELTA_FIELDS and v is not None}
+        )
         out.append(
             StreamChunk(
                 index=int(choice.get("index", 0)),
-                role=delta.pop("role", None),
-                text=delta.pop("content", None),
+                role=delta.get("role"),
+                text=delta.get("content"),
                 tool_calls=calls,
                 finish_reason=choice.get("finish_reason"),
-                extra={k: v for k, v in delta.items() if v is not None},
+                extra=extra,
             )
         )
-    usage = usage_from_wire(body.get("usage"))
+    raw_usage = body.get("usage")
+    usage = usage_from_wire(raw_usage) if raw_usage is not None else None
     if usage is not None:
         out.append(StreamChunk(usage=usage))
     return out
+
+
+_DELTA_FIELDS = frozenset({"role", "content", "tool_calls"})
 
 
 def chunk_to_wire(c: StreamChunk, completion_id: str, model: str, created: int) -> dict[str, Any]:
@@ -532,3 +602,57 @@ def embedding_reply_to_wire(env: Envelope) -> dict[str, Any]:
         "model": env.model,
         "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens},
     }
+
+
+# -- moderations ---------------------------------------------------------------------------
+# A moderation envelope carries one message per input (a list of parts is one input); the reply
+# keeps the wire's `results` verbatim in `extra["results"]`, one per input.
+
+
+def moderation_request_to_envelope(req: ModerationRequest, request_id: str) -> Envelope:
+    """Decode a validated `/v1/moderations` request.
+
+    Raises:
+        UnsupportedContent: a content part other than text or an image URL.
+    """
+    raw = req.model_dump(exclude_unset=True, exclude={"model", "input"})
+    env = Envelope(
+        id=request_id, modality=Modality.MODERATION, model=req.model, extra=raw, source=WIRE
+    )
+    inputs = req.input
+    if isinstance(inputs, str):
+        env.messages = [Message("user", [TextPart(inputs)])]
+    elif all(isinstance(x, str) for x in inputs):
+        env.messages = [Message("user", [TextPart(str(x))]) for x in inputs]
+    else:
+        parts = [p for p in inputs if isinstance(p, ContentPart)]
+        if any(p.type not in ("text", "image_url") for p in parts):
+            raise UnsupportedContent(
+                "Moderation input parts must be text or image_url.", param="input"
+            )
+        env.messages = [Message("user", _content_parts(0, parts))]
+    return env
+
+
+def envelope_to_moderation_request(env: Envelope) -> dict[str, Any]:
+    body: dict[str, Any] = {**env.extra, "model": env.model}
+    if all(len(m.parts) == 1 and isinstance(m.parts[0], TextPart) for m in env.messages):
+        body["input"] = [m.text() for m in env.messages]
+    else:
+        body["input"] = [_part_to_wire(p) for m in env.messages for p in m.parts]
+    return body
+
+
+def moderation_reply_from_wire(body: dict[str, Any], request: Envelope) -> Envelope:
+    results = body.get("results")
+    return Envelope(
+        id=request.id,
+        modality=Modality.MODERATION,
+        model=str(body.get("model", request.model)),
+        extra={"results": results if isinstance(results, list) else []},
+        usage=usage_from_wire(body.get("usage")) or Usage(),
+    )
+
+
+def moderation_reply_to_wire(env: Envelope, moderation_id: str) -> dict[str, Any]:
+    return {"id": moderation_id, "model": env.model, "results": env.extra.get("results", [])}

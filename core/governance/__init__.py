@@ -18,11 +18,12 @@ from core.governance.counters import (
 from core.governance.gate import (
     AlertSink,
     FailPolicy,
+    GateAlert,
     GovernanceGate,
     PriceFor,
 )
 from core.governance.headers import rate_limit_headers
-from core.governance.model import Alert, Budget, Limit
+from core.governance.model import Alert, Budget, CounterOutage, Limit, LimitAlert
 from core.governance.plan import to_micros
 from core.governance.windows import Bucket, Window
 from core.rulespec import BudgetAction, Kind, Level, Period
@@ -36,14 +37,17 @@ __all__ = [
     "BudgetAction",
     "CounterAdjustment",
     "CounterItem",
+    "CounterOutage",
     "CounterStore",
     "CounterUnavailable",
     "FailPolicy",
+    "GateAlert",
     "GovernanceGate",
     "GovernanceUnavailable",
     "Kind",
     "Level",
     "Limit",
+    "LimitAlert",
     "MemoryCounters",
     "Period",
     "PriceFor",

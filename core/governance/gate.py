@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from core.access import Principal
@@ -32,8 +33,9 @@ from core.governance.counters import (
     CounterUnavailable,
 )
 from core.governance.headers import rate_limit_headers
-from core.governance.model import Alert, Budget, Limit, levels_of
+from core.governance.model import Alert, Budget, CounterOutage, Limit, LimitAlert, levels_of
 from core.governance.plan import (
+    CONCURRENCY_TTL_SECONDS,
     MICROS_PER_USD,
     TTL_MARGIN_SECONDS,
     Estimate,
@@ -53,12 +55,16 @@ logger = logging.getLogger(__name__)
 
 PriceFor = Callable[[str], "tuple[float, float] | None"]
 """A virtual model's (input, output) USD price per million tokens, or None when unpriced."""
-AlertSink = Callable[[Alert], Awaitable[None]]
+GateAlert = Alert | LimitAlert | CounterOutage
+AlertSink = Callable[[GateAlert], Awaitable[None]]
+"""Receives budget threshold crossings, shadow-limit refusals and counter-store outages; must not
+block (it is awaited on the request path)."""
+_OUTAGE_ALERT_SECONDS = 60.0
 FailPolicy = Literal["closed", "open"]
 DEFAULT_MAX_TOKENS = 4096
 
 
-async def _no_alerts(alert: Alert) -> None:
+async def _no_alerts(alert: GateAlert) -> None:
     return None
 
 
@@ -91,13 +97,26 @@ class GovernanceGate:
         self._prefix = prefix
         self.unenforced = 0
         """Calls admitted unchecked (fail open) or settled without reaching the store."""
+        self._outage_alerted_at = -math.inf
 
     def replace_rules(self, limits: Sequence[Limit], budgets: Sequence[Budget]) -> None:
         """Swap the rule set (admin changes); counters already held are settled as reserved."""
         self._limits, self._budgets = tuple(limits), tuple(budgets)
 
-    async def reserve(self, principal: Principal, env: Envelope, request_id: str) -> Reservation:
+    async def reserve(
+        self,
+        principal: Principal,
+        env: Envelope,
+        request_id: str,
+        *,
+        cost_usd: float | None = None,
+        only: Collection[str] | None = None,
+    ) -> Reservation:
         """Check every limit and budget above the call and hold its estimate, atomically.
+
+        `cost_usd` is the call's price when it is known before it runs (an MCP tool's per-call
+        price); otherwise the estimate is priced from tokens. `only`: hold just the limits of
+        these kinds (`"budget"` names the budgets), as a realtime session's renewals do.
 
         Raises:
             RateLimited: a limit is reached; `retry_after` is when its window resets.
@@ -106,11 +125,14 @@ class GovernanceGate:
         """
         now = self._clock()
         levels = levels_of(principal, env)
-        est = self._estimate(env)
+        est = self._estimate(env, cost_usd)
         held = hold_limits(self._prefix, self._limits, levels, env, est, now)
-        if est.cost_micros is not None:
+        if only is not None:
+            held = [h for h in held if isinstance(h.rule, Limit) and h.rule.kind in only]
+        budgets = only is None or "budget" in only
+        if budgets and est.cost_micros is not None:
             held += hold_budgets(self._prefix, self._budgets, levels, est.cost_micros, now)
-        else:
+        elif budgets:
             self._refuse_unpriced(env, hold_budgets(self._prefix, self._budgets, levels, 0, now))
         items = merge(held)
         hold = Hold(items, (), now)
@@ -131,6 +153,7 @@ class GovernanceGate:
             raise _refusal(items, admission, now)
         hold.counts = admission.counts
         await self._alert_crossings(items, admission.counts, [i.amount for i in items], now)
+        await self._alert_shadow_limits(items, admission.counts, now)
         return reservation
 
     async def settle(self, reservation: Reservation, usage: Usage, cost_usd: float | None) -> None:
@@ -162,6 +185,25 @@ class GovernanceGate:
             return
         await self._alert_crossings(moved, counts, [a.delta for a in adjustments], self._clock())
 
+    def split(
+        self, reservation: Reservation, kinds: Collection[str]
+    ) -> tuple[Reservation, Reservation]:
+        """`reservation` as two: the limits of `kinds` and the rest, each settled on its own."""
+        hold = reservation.hold
+        if not isinstance(hold, Hold):
+            return replace(reservation, hold=None), reservation
+        picked = [isinstance(i.rule, Limit) and i.rule.kind in kinds for i in hold.items]
+        counted = len(hold.counts) == len(hold.items)
+
+        def part(keep: bool) -> Reservation:
+            ours = [n for n, p in enumerate(picked) if p is keep]
+            items = tuple(hold.items[n] for n in ours)
+            counts = tuple(hold.counts[n] for n in ours) if counted else ()
+            held = Hold(items, counts, hold.now, hold.enforced, hold.settled, list(hold.flags))
+            return replace(reservation, hold=held)
+
+        return part(True), part(False)
+
     def headers(self, reservation: Reservation) -> dict[str, str]:
         """OpenAI-style `x-ratelimit-*` headers for the tightest request and token limits held."""
         hold = reservation.hold
@@ -192,22 +234,47 @@ class GovernanceGate:
             return limit_key(self._prefix, rule, None)
         return None if bucket is None else limit_key(self._prefix, rule, bucket)
 
+    async def reset(self, rule: Limit | Budget) -> int:
+        """Zero `rule`'s current-window counter and re-arm the alerts it raised in this window;
+        returns the count it had.
+
+        Raises:
+            CounterUnavailable: the counter store cannot be reached.
+        """
+        now = self._clock()
+        key = self.key_of(rule, at=now)
+        if key is None:
+            return 0
+        (used,) = await self._counters.get([key])
+        bucket = rule.window.bucket(now)
+        left = CONCURRENCY_TTL_SECONDS if bucket is None else bucket.reset_at - now
+        ttl = left + TTL_MARGIN_SECONDS
+        bump = CounterAdjustment(_resets_key(key), 1, ttl)
+        await self._counters.settle([CounterAdjustment(key, -used, ttl), bump] if used else [bump])
+        return used
+
     @property
     def counters(self) -> CounterStore:
         return self._counters
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _estimate(self, env: Envelope) -> Estimate:
+    def _estimate(self, env: Envelope, cost_usd: float | None = None) -> Estimate:
         prompt = estimate_prompt_tokens(env)
-        max_out = 0 if env.modality is Modality.EMBEDDING else self._max_tokens(env)
+        # A tool call produces no model tokens: only embeddings and tools reserve no output.
+        no_output = env.modality in (Modality.EMBEDDING, Modality.TOOL, Modality.MODERATION)
+        max_out = 0 if no_output else self._max_tokens(env)
         images = (_positive_int(env.params.get("n")) or 1) if env.modality is Modality.IMAGE else 0
-        price = self._price_for(env.model)
-        cost = None
+        price = None if cost_usd is not None else self._price_for(env.model)
+        cost = None if cost_usd is None else math.ceil(round(cost_usd * MICROS_PER_USD, 6))
         if price is not None:
             # USD per million tokens times tokens = micro-dollars; round away float noise, then up.
             cost = math.ceil(round(price[0] * prompt + price[1] * max_out, 6))
-        return Estimate(prompt, max_out, cost, env.modality, images)
+        seconds = _seconds(env.params.get("seconds")) if env.modality is Modality.VIDEO else 0
+        # A realtime session reserves the audio it is about to relay, in steps.
+        voice = env.modality is Modality.VOICE
+        audio = _positive_int(env.params.get("audio_seconds")) if voice else 0
+        return Estimate(prompt, max_out, cost, env.modality, images, seconds, audio)
 
     def _max_tokens(self, env: Envelope) -> int:
         for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
@@ -235,6 +302,7 @@ class GovernanceGate:
         try:
             return await self._counters.reserve(cells)
         except CounterUnavailable as exc:
+            await self._alert_outage()
             if self._fail == "closed":
                 raise GovernanceUnavailable(
                     "limits and budgets cannot be checked: the counter store is unavailable"
@@ -256,7 +324,9 @@ class GovernanceGate:
                 line = threshold * cap
                 if not count - amount < line <= count:
                     continue
-                marker = f"{item.key}:alert:{threshold}"
+                # A changed amount is a new budget, a reset a new start: either may alert again.
+                rearmed = await self._rearmed(item.key)
+                marker = f"{item.key}:alert:{cap}:{threshold}{rearmed}"
                 ttl = item.reset_at - now + TTL_MARGIN_SECONDS
                 try:
                     first = await self._counters.mark(marker, ttl)
@@ -264,9 +334,60 @@ class GovernanceGate:
                     logger.warning("alert dedupe for %s skipped: store unavailable", item.key)
                     continue
                 if first:
-                    await self._emit(budget, threshold, count)
+                    # The budget key ends in its window's bucket name (`plan.budget_key`).
+                    window = item.key.rsplit(":", 1)[-1] + rearmed
+                    await self._emit(budget, threshold, count, window)
 
-    async def _emit(self, budget: Budget, threshold: float, count: int) -> None:
+    async def _alert_shadow_limits(
+        self, items: Sequence[Held], counts: Sequence[int], now: float
+    ) -> None:
+        """Alert once per window when an `alert-only` limit would have refused this call."""
+        for item, count in zip(items, counts, strict=True):
+            rule = item.rule
+            if not isinstance(rule, Limit) or rule.action == "block":
+                continue
+            if not (count - item.amount >= rule.amount or count > rule.amount):
+                continue
+            rearmed = await self._rearmed(item.key)
+            marker = f"{item.key}:alert:{rule.amount}{rearmed}"
+            try:
+                if not await self._counters.mark(marker, item.ttl_seconds):
+                    continue
+            except CounterUnavailable:
+                logger.warning("alert dedupe for %s skipped: store unavailable", item.key)
+                continue
+            # A concurrency limit has no window: it alerts at most hourly (the marker's TTL).
+            hour = str(int(now - now % 3600))
+            bucket = (hour if rule.kind == "concurrent" else item.key.rsplit(":", 1)[-1]) + rearmed
+            alert = LimitAlert(rule.level, rule.target, rule.kind, rule.amount, count,
+                               rule.window.spec, bucket, rule.model, rule.tool)  # fmt: skip
+            await self._send(alert, rule.describe())
+
+    async def _rearmed(self, key: str) -> str:
+        """`:rN` after the N-th reset of `key`'s window, so alerts raised before it fire again
+        (read only when an alert is due, never on the common path)."""
+        try:
+            (resets,) = await self._counters.get([_resets_key(key)])
+        except CounterUnavailable:
+            return ""
+        return f":r{resets}" if resets else ""
+
+    async def _alert_outage(self) -> None:
+        """Report an unreachable counter store (at most once a minute from this process)."""
+        now = self._clock()
+        if now - self._outage_alerted_at < _OUTAGE_ALERT_SECONDS:
+            return
+        self._outage_alerted_at = now
+        minute = str(int(now - now % 60))
+        await self._send(CounterOutage(self._fail, minute), "the counter store")
+
+    async def _send(self, alert: GateAlert, about: str) -> None:
+        try:
+            await self._alert_sink(alert)
+        except Exception:  # the sink is foreign code at a boundary: a dead sink never blocks
+            logger.exception("alert sink failed for %s", about)
+
+    async def _emit(self, budget: Budget, threshold: float, count: int, window: str) -> None:
         alert = Alert(
             budget.level,
             budget.target,
@@ -275,11 +396,9 @@ class GovernanceGate:
             budget.amount_usd,
             budget.period,
             budget.action,
+            window,
         )
-        try:
-            await self._alert_sink(alert)
-        except Exception:  # the sink is foreign code at a boundary: a dead sink never blocks
-            logger.exception("alert sink failed for %s", budget.describe())
+        await self._send(alert, budget.describe())
 
 
 def _refusal(items: Sequence[Held], admission: Admission, now: float) -> GatewayError:
@@ -291,5 +410,16 @@ def _refusal(items: Sequence[Held], admission: Admission, now: float) -> Gateway
     return RateLimited(f"{item.rule.describe()} is reached", retry_after=retry_after)
 
 
+def _resets_key(key: str) -> str:
+    return f"{key}:resets"
+
+
 def _positive_int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _seconds(value: object) -> int:
+    # The OpenAI videos wire sends seconds as a string ("4"); a job's default length is 4.
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return _positive_int(value) or 4

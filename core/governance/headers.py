@@ -21,7 +21,8 @@ def rate_limit_headers(items: Sequence[Held], counts: Sequence[int], now: float)
         tightest: tuple[int, Limit, float] | None = None
         for item, count in zip(items, counts, strict=True):
             rule = item.rule
-            if isinstance(rule, Limit) and rule.kind in kinds:
+            # A shadow limit refuses nothing, so it must not tell clients to slow down.
+            if isinstance(rule, Limit) and rule.kind in kinds and rule.action == "block":
                 remaining = max(0, rule.amount - count)
                 if tightest is None or remaining < tightest[0]:
                     tightest = (remaining, rule, item.reset_at)

@@ -30,7 +30,8 @@ class Limit:
     """A cap on one kind of use per window at one level, optionally for one model or tool.
 
     `model` narrows the limit to one virtual model; `tool` to one MCP tool. A `concurrent` limit
-    counts calls in flight and ignores its window.
+    counts calls in flight and ignores its window. An `alert-only` limit (shadow mode, for
+    rolling out a new limit safely) counts and alerts when it would have refused, never refuses.
     """
 
     level: Level
@@ -40,6 +41,7 @@ class Limit:
     window: Window = PER_MINUTE
     model: str | None = None
     tool: str | None = None
+    action: BudgetAction = "block"
 
     def describe(self) -> str:
         """How error messages name the limit: `requests per minute limit of key k1`."""
@@ -83,6 +85,34 @@ class Alert:
     budget_usd: float
     period: Period
     action: BudgetAction
+    window: str = ""
+    """The window's bucket name (its start): with the level and target, what dedupes the alert."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitAlert:
+    """An `alert-only` limit would have refused a call in its current window."""
+
+    level: Level
+    target: str
+    kind: Kind
+    amount: int
+    used: int
+    window: str
+    """The window's spelling (`minute`, `22:00-06:00`, …)."""
+    bucket: str
+    """The bucket's name (its start): with the rule, what dedupes the alert."""
+    model: str | None = None
+    tool: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterOutage:
+    """The counter store could not be reached; the gate applied `policy` (closed: refused)."""
+
+    policy: str
+    minute: str
+    """The minute it was seen in (its start): at most one alert a minute, across replicas."""
 
 
 def levels_of(principal: Principal, env: Envelope) -> dict[Level, str]:

@@ -42,6 +42,10 @@ class Estimate:
     cost_micros: int | None
     modality: Modality
     images: int
+    # The seconds a video job asks for (a job's length is known before it runs).
+    video_seconds: int = 0
+    # The audio seconds a realtime session reserves ahead of relaying them.
+    audio_seconds: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +74,16 @@ class Hold:
 
 def limit_key(prefix: str, limit: Limit, bucket: Bucket | None) -> str:
     scope = f"model={limit.model}" if limit.model else f"tool={limit.tool}" if limit.tool else "*"
-    base = f"{prefix}lim:{limit.level}:{limit.target}:{limit.kind}:{scope}"
+    # A shadow rule counts on its own key: rolled out beside a blocking rule of the same shape,
+    # it must not be merged away (`merge`) or share that rule's alert markers.
+    shadow = ":shadow" if limit.action == "alert-only" else ""
+    base = f"{prefix}lim:{limit.level}:{limit.target}:{limit.kind}:{scope}{shadow}"
     return base if bucket is None else f"{base}:{limit.window.spec}:{bucket.name}"
 
 
 def budget_key(prefix: str, budget: Budget, bucket: Bucket) -> str:
-    return f"{prefix}bud:{budget.level}:{budget.target}:{budget.period}:{bucket.name}"
+    shadow = ":shadow" if budget.action == "alert-only" else ""
+    return f"{prefix}bud:{budget.level}:{budget.target}:{budget.period}{shadow}:{bucket.name}"
 
 
 def reserved_amount(kind: Kind, est: Estimate) -> int:
@@ -93,8 +101,10 @@ def reserved_amount(kind: Kind, est: Estimate) -> int:
             return est.images
         case "tool_calls":
             return 1 if est.modality is Modality.TOOL else 0
-        case "audio_seconds" | "video_seconds":
-            return 0
+        case "video_seconds":
+            return est.video_seconds
+        case "audio_seconds":
+            return est.audio_seconds
 
 
 def used_amount(held: Held, usage: Usage, cost_usd: float | None) -> int:
@@ -143,9 +153,10 @@ def hold_limits(
             continue
         if _KIND_MODALITY.get(limit.kind, env.modality) is not env.modality:
             continue
+        cap = limit.amount if limit.action == "block" else None
         if limit.kind == "concurrent":
             key = limit_key(prefix, limit, None)
-            held.append(Held(key, 1, limit.amount, CONCURRENCY_TTL_SECONDS, now, limit))
+            held.append(Held(key, 1, cap, CONCURRENCY_TTL_SECONDS, now, limit))
             continue
         bucket = limit.window.bucket(now)
         if bucket is None:
@@ -153,7 +164,7 @@ def hold_limits(
         ttl = bucket.reset_at - now + TTL_MARGIN_SECONDS
         amount = reserved_amount(limit.kind, est)
         key = limit_key(prefix, limit, bucket)
-        held.append(Held(key, amount, limit.amount, ttl, bucket.reset_at, limit))
+        held.append(Held(key, amount, cap, ttl, bucket.reset_at, limit))
     return held
 
 

@@ -12,12 +12,18 @@ from types import MappingProxyType
 
 import anyio
 
+from core.errors import GatewayError, QuotaExceeded
+from core.filtering import FilterContext
 from filters.moderation.terms import HATE, ILLEGAL, SELF_HARM, SEXUAL_MINORS, VIOLENCE
 
 logger = logging.getLogger(__name__)
 
-Classify = Callable[[list[str]], Awaitable[list[dict[str, float]]]]
-"""Scores per input text, keyed by the moderation wire's category names (`category_scores`)."""
+Classify = Callable[[list[str], FilterContext | None], Awaitable[list[dict[str, float]]]]
+"""Scores per input text, keyed by the moderation wire's category names (`category_scores`).
+
+Told the checked call too, so the model is reached under the caller's own rules (a key that may
+only use private upstreams never has its text sent to a public moderation model) and its cost
+is recorded as a child span of that call."""
 
 WIRE_CATEGORIES: Mapping[str, str] = MappingProxyType(
     {
@@ -42,9 +48,11 @@ DEFAULT_THRESHOLD = 0.5
 class ClassifierFailed(Exception):
     """The classifier raised, timed out or answered out of shape; `reason` names no content."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, error: GatewayError | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        # A refusal to answer the checked call with as is: `reason` "budget", a spent budget.
+        self.error = error
 
 
 class Classifier:
@@ -67,7 +75,9 @@ class Classifier:
         self.thresholds.update(thresholds or {})
         self.timeout = timeout_ms / 1000
 
-    async def categories(self, texts: Sequence[str]) -> list[dict[str, float]]:
+    async def categories(
+        self, texts: Sequence[str], ctx: FilterContext | None = None
+    ) -> list[dict[str, float]]:
         """For each text, the categories over threshold with their scores.
 
         Raises:
@@ -77,9 +87,12 @@ class Classifier:
             return []
         try:
             with anyio.fail_after(self.timeout):
-                answers = await self._classify(list(texts))
+                answers = await self._classify(list(texts), ctx)
         except TimeoutError:
             raise ClassifierFailed("timeout") from None
+        except QuotaExceeded as exc:
+            # The check cannot be paid for: a budget above the caller is spent.
+            raise ClassifierFailed("budget", exc) from None
         # The callable is the app's (a routed call to a provider): any failure of it, whatever
         # its type, must fail closed rather than let unmoderated content through, so this catch is
         # deliberately broad. Only the exception's type is logged, never content.

@@ -13,7 +13,7 @@ from typing import Literal
 
 from core.config import ConfigError
 from core.config import ModerationFilter as ModerationConfig
-from core.envelope import Envelope, Finding, Scope, StreamChunk
+from core.envelope import Envelope, Finding, Modality, Scope, StreamChunk
 from core.errors import ContentBlocked, FilterUnavailable, GatewayError
 from core.filtering import Continue, Decision, FilterContext, Reject
 from filters.moderation.classifier import Classifier, ClassifierFailed, Classify
@@ -40,7 +40,8 @@ class ModerationFilter:
     `categories` adds custom categories (or extends a default one of the same name); `enabled`
     restricts the checked categories (defaults and custom) to those named. `classify`, when given,
     is asked too; `thresholds` per category (default 0.5). A classifier that fails blocks with
-    `FilterUnavailable` (503) unless `fail="open"`.
+    `FilterUnavailable` (503) unless `fail="open"`; one whose check cannot be paid for (a spent
+    budget) blocks with that `QuotaExceeded` unless `fail="open"`.
 
     Raises:
         ConfigError: at construction, for an unknown action or category, a pattern that does not
@@ -88,11 +89,11 @@ class ModerationFilter:
 
     async def on_request(self, env: Envelope, ctx: FilterContext) -> Decision:
         """Check every text of the request; block or flag what is found."""
-        return await self._check(env, "request")
+        return await self._check(env, "request", ctx)
 
     async def on_response(self, env: Envelope, ctx: FilterContext) -> Decision:
         """Check every text of the reply; block or flag what is found."""
-        return await self._check(env, "reply")
+        return await self._check(env, "reply", ctx)
 
     def on_stream(
         self, chunks: AsyncIterator[StreamChunk], ctx: FilterContext
@@ -113,7 +114,7 @@ class ModerationFilter:
 
         async def judge(text: str) -> dict[str, float]:
             try:
-                return (await self._classify([text]))[0]
+                return (await self._classify([text], ctx))[0]
             except ClassifierFailed as exc:
                 if self.fail == "closed":
                     raise _unavailable(exc) from None
@@ -125,7 +126,10 @@ class ModerationFilter:
         )
         return scanner.run(chunks)
 
-    async def _check(self, env: Envelope, where: str) -> Decision:
+    async def _check(self, env: Envelope, where: str, ctx: FilterContext) -> Decision:
+        if env.modality is Modality.MODERATION:
+            # A client asking for a classification is not itself saying what it asks about.
+            return Continue()
         texts: list[tuple[Scope, str]] = []
 
         def collect(scope: Scope, text: str) -> None:
@@ -139,7 +143,7 @@ class ModerationFilter:
                 hits.setdefault(scope, {})[category] = None
         if self.classifier is not None and not (self.action == "block" and hits):
             try:
-                scored = await self._classify([t for _, t in texts])
+                scored = await self._classify([t for _, t in texts], ctx)
             except ClassifierFailed as exc:
                 if self.fail == "closed":
                     return Reject(_unavailable(exc))
@@ -157,10 +161,10 @@ class ModerationFilter:
             return Reject(_blocked(where, named))
         return Continue()
 
-    async def _classify(self, texts: list[str]) -> list[dict[str, float]]:
+    async def _classify(self, texts: list[str], ctx: FilterContext) -> list[dict[str, float]]:
         if self.classifier is None:
             return [{} for _ in texts]
-        return await self.classifier.categories(texts)
+        return await self.classifier.categories(texts, ctx)
 
     def _findings(self, hits: _Hits) -> list[Finding]:
         return [
@@ -176,6 +180,8 @@ def _blocked(where: str, found: Iterable[str]) -> GatewayError:
 
 
 def _unavailable(exc: ClassifierFailed) -> GatewayError:
+    if exc.error is not None:
+        return exc.error  # a check that cannot be paid for: the budget's own refusal
     what = "timed out" if exc.reason == "timeout" else "failed"
     return FilterUnavailable(f"moderation filter unavailable: classifier {what}")
 
@@ -200,5 +206,14 @@ def build_moderation_filter(
             f"filters.moderation.model: '{config.model}' is set but no classifier reaches it"
         )
     return ModerationFilter(
-        action=config.action, classify=classify if config.model is not None else None
+        action=config.action,
+        categories={
+            name: CategorySpec(tuple(c.terms), tuple(c.patterns))
+            for name, c in config.categories.items()
+        },
+        enabled=config.enabled,
+        classify=classify if config.model is not None else None,
+        thresholds=config.thresholds,
+        fail=config.fail,
+        timeout_ms=config.timeout_ms,
     )

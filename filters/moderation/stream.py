@@ -3,9 +3,10 @@ is still caught, without holding any text back from the client.
 
 Each lane keeps the tail of what it has seen (`window` characters, cut at a word start) and scans
 tail + new delta; a category is reported once per lane. A block raises before the chunk that
-completes the phrase is yielded. With a classifier, each choice's whole text is classified when the
-choice finishes, before its finishing chunk is released (earlier chunks were already shown: the
-lexicon is the in-stream guard, the model a check on the whole answer).
+completes the phrase is yielded. With a classifier, every `window` characters of a lane the last two
+windows are classified before the chunk completing them is released (so at most about one window
+of text the model would flag reaches the client), and each choice's whole text is classified when
+the choice finishes, before its finishing chunk is released.
 """
 
 from __future__ import annotations
@@ -47,11 +48,14 @@ class Lane:
     tail: str = ""
     whole: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
+    # Characters taken in since the classifier last looked at this lane.
+    unjudged: int = 0
 
     def push(self, delta: str) -> dict[str, float | None]:
         """Take in `delta`; return the categories first seen now."""
         if self.keep_all:
             self.whole.append(delta)
+            self.unjudged += len(delta)
         buf = self.tail + delta
         self.tail = trim(buf, self.window)
         new = [c for c in self.lexicon.categories(buf) if c not in self.seen]
@@ -90,15 +94,18 @@ class StreamScanner:
             async for chunk in chunks:
                 choice = choices.get(chunk.index)
                 if choice is None:
-                    choice = choices[chunk.index] = _Choice(self._lane(Scope.MESSAGE))
+                    # The first chunk's scope (a voice transcript, arguments relayed as text)
+                    # labels the choice's text; tool-call deltas are always tool input.
+                    scope = chunk.scope or Scope.MESSAGE
+                    choice = choices[chunk.index] = _Choice(self._lane(scope))
                 if chunk.text:
-                    self._tell(choice.text, chunk.text)
+                    await self._tell(choice.text, chunk.text)
                 for delta in chunk.tool_calls:
                     lane = choice.tools.get(delta.index)
                     if lane is None:
                         lane = choice.tools[delta.index] = self._lane(Scope.TOOL_INPUT)
                     if delta.arguments:
-                        self._tell(lane, delta.arguments)
+                        await self._tell(lane, delta.arguments)
                 if chunk.finish_reason is not None:
                     await self._finish(choices.pop(chunk.index))
                 yield chunk
@@ -109,19 +116,27 @@ class StreamScanner:
             if aclose is not None:
                 await aclose()
 
-    def _tell(self, lane: Lane, delta: str) -> None:
+    async def _tell(self, lane: Lane, delta: str) -> None:
         found = lane.push(delta)
         if found:
             self._report(lane.scope, found)
+        if self._judge is not None and lane.unjudged >= self._window:
+            # Every `window` characters the model sees the last two windows (so a phrase across
+            # a window edge is whole once), before the chunk completing them is released.
+            await self._ask(lane, "".join(lane.whole)[-2 * self._window :])
+
+    async def _ask(self, lane: Lane, text: str) -> None:
+        assert self._judge is not None
+        lane.unjudged = 0
+        found = await self._judge(text)
+        new: dict[str, float | None] = {c: s for c, s in found.items() if c not in lane.seen}
+        lane.seen.update(new)
+        if new:
+            self._report(lane.scope, new)
 
     async def _finish(self, choice: _Choice) -> None:
         if self._judge is None:
             return
         for lane in (choice.text, *choice.tools.values()):
-            if not lane.whole:
-                continue
-            found = await self._judge("".join(lane.whole))
-            new: dict[str, float | None] = {c: s for c, s in found.items() if c not in lane.seen}
-            lane.seen.update(new)
-            if new:
-                self._report(lane.scope, new)
+            if lane.whole:
+                await self._ask(lane, "".join(lane.whole))

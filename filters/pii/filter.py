@@ -10,26 +10,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
 import anyio.to_thread
 
+from core.access import Principal
 from core.config import ConfigError
 from core.config import PiiFilter as PiiFilterConfig
 from core.envelope import Envelope, Finding, Scope, StreamChunk
 from core.errors import ContentBlocked, FilterUnavailable, GatewayError
 from core.filtering import Continue, Decision, FilterContext, Reject, Rewrite
-from filters.pii.actions import ACTIONS, FILTER_NAME, Action, Pseudonyms, Redactor
+from filters.pii.actions import ACTIONS, FILTER_NAME, Action, Pseudonyms, Redactor, canonical
 from filters.pii.cache import AnalysisCache, cache_key
-from filters.pii.engine import Analyzer, PIIAnalyzer
+from filters.pii.engine import Analyzer, PIIAnalyzer, merge_overlaps
 from filters.pii.entities import (
     DEFAULT_ENTITIES,
+    DEFAULT_LANGUAGES,
     DEFAULT_NER_ENTITIES,
+    LANGUAGE_OF,
+    LANGUAGES,
     NER_ENTITIES,
     Detection,
     PreCheck,
 )
+from filters.pii.recognizers import DenyListRecognizer, ProbedRecognizer, RegexRecognizer
 from filters.pii.stream import DEFAULT_MAX_HOLD, StreamRewriter
 
 logger = logging.getLogger(__name__)
@@ -41,6 +47,32 @@ STATE_FINDINGS = "pii.stream_findings"
 
 Fail = Literal["closed", "open"]
 _REPLY_ACTIONS = frozenset({"redact", "mask", "hash", "block"})
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Actions for some callers: keys (by id or name) and org-path prefixes (a team …)."""
+
+    keys: tuple[str, ...] = ()
+    org_paths: tuple[str, ...] = ()
+    action: Action | None = None
+    actions: Mapping[str, Action] = field(default_factory=dict)
+
+    def matches(self, principal: Principal) -> bool:
+        if principal.key_id in self.keys or principal.key_name in self.keys:
+            return True
+        path = principal.org_path
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.org_paths)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """What one policy (or the default) does: its redactor and what it checks in replies."""
+
+    redactor: Redactor
+    reply_entities: tuple[str, ...]
+    ner_on_replies: bool
+    pseudonymizes: bool
 
 
 class AnalysisFailed(Exception):
@@ -79,17 +111,45 @@ class PIIFilter:
         cache_size: int = 4096,
         max_hold: int = DEFAULT_MAX_HOLD,
         count: Callable[[int], None] | None = None,
+        recognizers: Sequence[ProbedRecognizer] = (),
+        allow_list: Sequence[str] = (),
+        languages: Sequence[str] = DEFAULT_LANGUAGES,
+        policies: Sequence[Policy] = (),
+        thresholds: Mapping[str, float] | None = None,
+        score_threshold: float = 0.0,
     ) -> None:
         overrides = dict(actions or {})
         for act in (action, *overrides.values()):
             if act not in ACTIONS:
                 raise ConfigError(f"filters.pii.action: '{act}' is not one of {', '.join(ACTIONS)}")
+        for i, policy in enumerate(policies):
+            for chosen in (policy.action, *policy.actions.values()):
+                if chosen is not None and chosen not in ACTIONS:
+                    raise ConfigError(f"filters.pii.policies[{i}]: '{chosen}' is not an action")
+        self.languages = _check_languages(languages, ner=ner)
         self._analyzer: Analyzer = analyzer if analyzer is not None else PIIAnalyzer(ner=ner)
-        default = DEFAULT_ENTITIES + (DEFAULT_NER_ENTITIES if ner else ())
+        self._recognizers = tuple(recognizers)
+        self._allowed = frozenset(canonical(v) for v in allow_list if v.strip())
+        own = tuple(dict.fromkeys(r.entity for r in self._recognizers))
+        default = tuple(
+            e for e in DEFAULT_ENTITIES if LANGUAGE_OF.get(e, "en") in self.languages
+        ) + (DEFAULT_NER_ENTITIES if ner else ())
         self.entities: tuple[str, ...] = tuple(dict.fromkeys(entities or default))
-        self.entities += tuple(e for e in overrides if e not in self.entities)
-        _check_entities(self.entities, self._analyzer.supported)
+        named = (*overrides, *own, *(e for p in policies for e in p.actions))
+        self.entities += tuple(e for e in named if e not in self.entities)
+        _check_entities(self.entities, self._analyzer.supported | frozenset(own), self.languages)
+        # Minimum scores per entity (the analyzer already drops what is under its own minimum).
+        self._thresholds = {e: score_threshold for e in self.entities} | dict(thresholds or {})
+        unknown = sorted(set(thresholds or {}) - set(self.entities))
+        if unknown:
+            raise ConfigError(f"filters.pii.thresholds: {', '.join(unknown)} not checked")
         self.redactor = Redactor(action, overrides, secret)
+        self._default = self._rules(self.redactor)
+        # Per key or team: the first policy that matches the caller replaces the actions.
+        self._policies = [
+            (p, self._rules(Redactor(p.action or action, {**overrides, **p.actions}, secret)))
+            for p in policies
+        ]
         self.timeout = timeout_ms / 1000
         self.fail: Fail = fail
         self.analyses = 0
@@ -97,14 +157,32 @@ class PIIFilter:
         self.max_hold = max_hold
         self._cache = AnalysisCache(cache_size)
         self._loaded = False
-        self._reply_entities = tuple(
-            e for e in self.entities if self.redactor.action_for(e) in _REPLY_ACTIONS
+        self._prechecks = {self.entities: self._precheck(self.entities)}
+        for rules in (self._default, *(r for _, r in self._policies)):
+            self._prechecks[rules.reply_entities] = self._precheck(rules.reply_entities)
+
+    def _rules(self, redactor: Redactor) -> _Rules:
+        reply = tuple(e for e in self.entities if redactor.action_for(e) in _REPLY_ACTIONS)
+        return _Rules(
+            redactor,
+            reply,
+            ner_on_replies=any(e in NER_ENTITIES for e in reply),
+            pseudonymizes=any(redactor.action_for(e) == "pseudonymize" for e in self.entities),
         )
-        self._ner_on_replies = any(e in NER_ENTITIES for e in self._reply_entities)
-        self._prechecks = {
-            self.entities: PreCheck(self.entities),
-            self._reply_entities: PreCheck(self._reply_entities),
-        }
+
+    def rules_for(self, principal: Principal) -> _Rules:
+        """The actions that apply to this caller: its key's or team's policy, or the default."""
+        for policy, rules in self._policies:
+            if policy.matches(principal):
+                return rules
+        return self._default
+
+    def _precheck(self, entities: tuple[str, ...]) -> PreCheck:
+        # Entities found only by the config's own (cheap, regex) recognizers are not the
+        # analyzer's: their own patterns say whether a text needs analysing.
+        mine = {r.entity for r in self._recognizers} - self._analyzer.supported
+        probes = [r.probe for r in self._recognizers if r.entity in entities]
+        return PreCheck([e for e in entities if e not in mine], probes)
 
     async def warm(self) -> None:
         """Load the analyzer now (off the event loop) rather than on the first request."""
@@ -121,19 +199,20 @@ class PIIFilter:
         texts = _texts(env)
         if not texts:
             return Continue()
+        rules = self.rules_for(ctx.principal)
         found, failure = await self._detect_or_fail([t for _, t in texts], self.entities)
         if isinstance(failure, Reject):
             return failure
-        blocked = _blocked(self.redactor, texts, found)
+        blocked = _blocked(rules.redactor, texts, found)
         if blocked:
-            env.findings.extend(self._block_findings(texts, found))
+            env.findings.extend(self._block_findings(rules.redactor, texts, found))
             return Reject(ContentBlocked(f"request contains {', '.join(blocked)}"))
         pseudonyms = None
-        if any(self.redactor.action_for(e) == "pseudonymize" for e in self.entities):
+        if rules.pseudonymizes:
             pseudonyms = Pseudonyms(reserved=Pseudonyms.found_in(t for _, t in texts))
             ctx.state[STATE_PSEUDONYMS] = pseudonyms
         findings: list[Finding] = [failure] if failure is not None else []
-        changed = self._rewrite(env, found, pseudonyms, findings)
+        changed = self._rewrite(rules.redactor, env, found, pseudonyms, findings)
         env.findings.extend(findings)
         return Rewrite(env) if changed else Continue()
 
@@ -145,18 +224,19 @@ class PIIFilter:
         changed = 0
         if pseudonyms is not None and len(pseudonyms):
             changed += env.visit_text(lambda _scope, text: pseudonyms.restore(text))
-        if not self._reply_entities:
+        rules = self.rules_for(ctx.principal)
+        if not rules.reply_entities:
             return Rewrite(env) if changed else Continue()
         texts = _texts(env)
-        found, failure = await self._detect_or_fail([t for _, t in texts], self._reply_entities)
+        found, failure = await self._detect_or_fail([t for _, t in texts], rules.reply_entities)
         if isinstance(failure, Reject):
             return failure
-        blocked = _blocked(self.redactor, texts, found)
+        blocked = _blocked(rules.redactor, texts, found)
         if blocked:
-            env.findings.extend(self._block_findings(texts, found))
+            env.findings.extend(self._block_findings(rules.redactor, texts, found))
             return Reject(ContentBlocked(f"reply contains {', '.join(blocked)}"))
         findings: list[Finding] = [failure] if failure is not None else []
-        changed += self._rewrite(env, found, None, findings)
+        changed += self._rewrite(rules.redactor, env, found, None, findings)
         env.findings.extend(findings)
         return Rewrite(env) if changed else Continue()
 
@@ -174,28 +254,29 @@ class PIIFilter:
         pseudonyms = _pseudonyms(ctx)
         if pseudonyms is not None and not len(pseudonyms):
             pseudonyms = None
-        if pseudonyms is None and not self._reply_entities:
+        rules = self.rules_for(ctx.principal)
+        if pseudonyms is None and not rules.reply_entities:
             return chunks
         findings: list[Finding] = []
         ctx.state[STATE_FINDINGS] = findings
 
         async def scrub(segment: str, context: str, scope: Scope) -> str:
-            return await self._scrub(segment, context, scope, findings)
+            return await self._scrub(rules, segment, context, scope, findings)
 
         rewriter = StreamRewriter(
             pseudonyms=pseudonyms,
-            scrub=scrub if self._reply_entities else None,
-            ner=self._ner_on_replies,
+            scrub=scrub if rules.reply_entities else None,
+            ner=rules.ner_on_replies,
             max_hold=self.max_hold,
         )
         return rewriter.run(chunks)
 
     async def _scrub(
-        self, segment: str, context: str, scope: Scope, findings: list[Finding]
+        self, rules: _Rules, segment: str, context: str, scope: Scope, findings: list[Finding]
     ) -> str:
         text = context + segment
         try:
-            found = await self._detect([text], self._reply_entities, cache=False)
+            found = await self._detect([text], rules.reply_entities, cache=False)
         except AnalysisFailed as exc:
             if self.fail == "closed":
                 raise self._unavailable(exc) from None
@@ -209,11 +290,11 @@ class PIIFilter:
             if d.end > offset
         ]
         blocked = sorted(
-            {d.entity for d in detections if self.redactor.action_for(d.entity) == "block"}
+            {d.entity for d in detections if rules.redactor.action_for(d.entity) == "block"}
         )
         if blocked:
             raise ContentBlocked(f"reply contains {', '.join(blocked)}")
-        new, made = self.redactor.rewrite(segment, detections, scope, None)
+        new, made = rules.redactor.rewrite(segment, detections, scope, None)
         findings.extend(made)
         return new
 
@@ -240,7 +321,7 @@ class PIIFilter:
         Raises:
             AnalysisFailed: the analyzer raised, or did not finish within the timeout.
         """
-        precheck = self._prechecks.get(entities) or PreCheck(entities)
+        precheck = self._prechecks.get(entities) or self._precheck(entities)
         found: dict[str, tuple[Detection, ...]] = {}
         pending: list[str] = []
         for text in texts:
@@ -267,9 +348,20 @@ class PIIFilter:
         self, texts: list[str], entities: Collection[str]
     ) -> list[tuple[Detection, ...]]:
         analyzer = self._analyzer
+        builtin = [e for e in entities if e in analyzer.supported]
+        own = [r for r in self._recognizers if r.entity in entities]
+
+        def one(text: str) -> tuple[Detection, ...]:
+            found = list(analyzer.analyze(text, builtin)) if builtin else []
+            for recognizer in own:
+                found.extend(recognizer.find(text))
+            found = [d for d in found if d.score >= self._thresholds.get(d.entity, 0.0)]
+            if self._allowed:
+                found = [d for d in found if canonical(text[d.start : d.end]) not in self._allowed]
+            return merge_overlaps(found) if own else tuple(found)
 
         def work() -> list[tuple[Detection, ...]]:
-            return [analyzer.analyze(text, entities) for text in texts]
+            return [one(text) for text in texts]
 
         self.analyses += len(texts)
         if self._count is not None:
@@ -297,19 +389,21 @@ class PIIFilter:
         return FilterUnavailable(f"PII filter unavailable: analysis {what}")
 
     def _block_findings(
-        self, texts: Sequence[tuple[Scope, str]], found: Mapping[str, tuple[Detection, ...]]
+        self,
+        redactor: Redactor,
+        texts: Sequence[tuple[Scope, str]],
+        found: Mapping[str, tuple[Detection, ...]],
     ) -> list[Finding]:
         # Recorded on the refused envelope too, so the redaction log shows why it was refused.
         findings: list[Finding] = []
         for scope, text in texts:
-            blocked = [
-                d for d in found.get(text, ()) if self.redactor.action_for(d.entity) == "block"
-            ]
-            findings.extend(self.redactor.rewrite(text, blocked, scope, None)[1])
+            blocked = [d for d in found.get(text, ()) if redactor.action_for(d.entity) == "block"]
+            findings.extend(redactor.rewrite(text, blocked, scope, None)[1])
         return findings
 
     def _rewrite(
         self,
+        redactor: Redactor,
         env: Envelope,
         found: Mapping[str, tuple[Detection, ...]],
         pseudonyms: Pseudonyms | None,
@@ -320,7 +414,7 @@ class PIIFilter:
             detections = found.get(text)
             if not detections:
                 return None
-            new, made = self.redactor.rewrite(text, detections, scope, pseudonyms)
+            new, made = redactor.rewrite(text, detections, scope, pseudonyms)
             findings.extend(made)
             return new
 
@@ -335,8 +429,22 @@ def build_pii_filter(
     `count` is told how many texts each analysis sends to the analyzer (the app's metric).
 
     Raises:
-        ConfigError: as `PIIFilter` does.
+        ConfigError: as `PIIFilter` does; also for a deny-list value that is allow-listed too.
     """
+    recognizers: list[ProbedRecognizer] = [
+        RegexRecognizer(r.name, r.pattern, r.score, r.context) for r in config.recognizers
+    ]
+    allowed = {canonical(v) for v in config.allow_list}
+    for entity, values in config.deny_list.items():
+        both = sorted(v for v in values if canonical(v) in allowed)
+        if both:
+            raise ConfigError(
+                f"filters.pii.deny_list.{entity}: {len(both)} value(s) are in allow_list too"
+            )
+        try:
+            recognizers.append(DenyListRecognizer(entity, values))
+        except ValueError:
+            raise ConfigError(f"filters.pii.deny_list.{entity}: no values") from None
     return PIIFilter(
         secret=secret,
         action=config.action,
@@ -345,8 +453,20 @@ def build_pii_filter(
         ner=config.ner,
         timeout_ms=config.timeout_ms,
         fail=config.fail,
-        analyzer=PIIAnalyzer(ner=config.ner, score_threshold=config.score_threshold),
+        analyzer=PIIAnalyzer(
+            ner=config.ner,
+            score_threshold=min([config.score_threshold, *config.thresholds.values()]),
+        ),
         count=count,
+        recognizers=recognizers,
+        allow_list=config.allow_list,
+        languages=config.languages,
+        thresholds=config.thresholds,
+        score_threshold=config.score_threshold,
+        policies=[
+            Policy(tuple(p.match.keys), tuple(p.match.org_paths), p.action, dict(p.actions))
+            for p in config.policies
+        ],
     )
 
 
@@ -378,8 +498,28 @@ def _fail_open_finding(exc: AnalysisFailed, scope: Scope) -> Finding:
     return Finding(FILTER_NAME, f"analysis_{exc.reason}", scope, "fail_open")
 
 
-def _check_entities(entities: Sequence[str], supported: frozenset[str]) -> None:
+def _check_languages(languages: Sequence[str], *, ner: bool) -> tuple[str, ...]:
+    wanted = tuple(dict.fromkeys(languages))
+    unknown = [lang for lang in wanted if lang not in LANGUAGES]
+    if unknown or not wanted:
+        raise ConfigError(
+            f"filters.pii.languages: {', '.join(unknown) or 'empty'} not supported; "
+            f"supported: {', '.join(LANGUAGES)} (pattern recognizers are language-independent)"
+        )
+    if ner and "en" not in wanted:
+        raise ConfigError("filters.pii.languages: ner: true needs en (the NER model is English)")
+    return wanted
+
+
+def _check_entities(
+    entities: Sequence[str], supported: frozenset[str], languages: Sequence[str]
+) -> None:
     for entity in entities:
+        language = LANGUAGE_OF.get(entity)
+        if language is not None and language not in languages:
+            raise ConfigError(
+                f"filters.pii.entities: {entity} needs '{language}' in filters.pii.languages"
+            )
         if entity in supported:
             continue
         if entity in NER_ENTITIES:

@@ -34,6 +34,12 @@ class Recognizer(Protocol):
         ...
 
 
+class ProbedRecognizer(Recognizer, Protocol):
+    """A recognizer whose one regex also tells whether a text could hold its entity at all."""
+
+    probe: re.Pattern[str]
+
+
 def cn_id_checksum_ok(number: str) -> bool:
     """True if an 18-character resident ID carries a valid check character and birth date."""
     if len(number) != 18 or not number[:17].isdigit():
@@ -142,3 +148,54 @@ def custom_recognizers() -> list[Recognizer]:
         BankCardRecognizer(),
         PassportRecognizer(),
     ]
+
+
+class RegexRecognizer:
+    """A recognizer from the config: `entity` wherever `pattern` matches, with `score`.
+
+    With `context` words, a match counts only when one of them (case-insensitive) occurs within
+    `window` characters before or after it. `probe` is the compiled pattern (the pre-check uses it).
+    """
+
+    def __init__(
+        self,
+        entity: str,
+        pattern: str,
+        score: float,
+        context: Sequence[str] = (),
+        window: int = 48,
+    ) -> None:
+        self.entity = entity
+        self.probe = re.compile(pattern)
+        self._score = score
+        self._context = tuple(w.casefold() for w in context if w.strip())
+        self._window = window
+
+    def find(self, text: str) -> list[Detection]:
+        found: list[Detection] = []
+        for m in self.probe.finditer(text):
+            if m.end() == m.start():
+                continue  # an empty match locates nothing
+            if self._context:
+                near = text[max(0, m.start() - self._window) : m.end() + self._window].casefold()
+                if not any(word in near for word in self._context):
+                    continue
+            found.append(Detection(self.entity, m.start(), m.end(), self._score))
+        return found
+
+
+class DenyListRecognizer:
+    """Literal values that are always `entity` (case-insensitive, not inside a longer word)."""
+
+    def __init__(self, entity: str, values: Sequence[str]) -> None:
+        self.entity = entity
+        words = sorted({v.strip() for v in values if v.strip()}, key=len, reverse=True)
+        if not words:
+            raise ValueError("no values")
+        alternatives = "|".join(re.escape(w) for w in words)
+        self.probe = re.compile(
+            f"{_NOT_AFTER_ALNUM}(?:{alternatives}){_NOT_BEFORE_ALNUM}", re.IGNORECASE
+        )
+
+    def find(self, text: str) -> list[Detection]:
+        return [Detection(self.entity, m.start(), m.end(), 1.0) for m in self.probe.finditer(text)]

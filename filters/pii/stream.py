@@ -11,6 +11,10 @@ holds back only the tail that could still be an incomplete entity or placeholder
 - nothing is held longer than `max_hold` characters past the last boundary (then the tail is
   released at its last space): entities longer than that are the price of bounded latency.
 
+A choice's text is labelled with the scope of its first chunk (`StreamChunk.scope`: a realtime
+voice transcript is `transcript`, function-call arguments relayed as text are `tool_input`; none is
+`message`); tool-call deltas are always `tool_input`.
+
 Released text is restored, then analysed with the preceding released text as context (so
 "passport: " in one piece still vouches for "E12345678" in the next). Everything is flushed when the
 choice finishes or the stream ends.
@@ -163,7 +167,11 @@ class StreamRewriter:
             async for chunk in chunks:
                 choice = choices.get(chunk.index)
                 if choice is None:
-                    choice = choices[chunk.index] = _Choice(self._lane(Scope.MESSAGE, False))
+                    # A chunk's scope (a voice transcript, arguments streamed as text) holds for
+                    # its whole choice; streamed tool-call arguments are JSON text, escaped.
+                    scope = chunk.scope or Scope.MESSAGE
+                    text = self._lane(scope, scope is Scope.TOOL_INPUT)
+                    choice = choices[chunk.index] = _Choice(text)
                 if chunk.text:
                     chunk.text = await choice.text.push(chunk.text) or None
                 kept: list[ToolCallDelta] = []

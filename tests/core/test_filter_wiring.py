@@ -7,10 +7,8 @@ from typing import Any
 
 import pytest
 
-from core.app import build_gateway
-from core.config import ConfigError
 from core.redaction import PII_SECRET_SETTING
-from tests.adapters.admin.support import config, running
+from tests.adapters.admin.support import running
 
 pytestmark = pytest.mark.anyio
 
@@ -50,8 +48,7 @@ async def test_a_request_blocked_for_pii_is_a_400_with_its_findings_logged(tmp_p
     assert gw.rows("SELECT redactions FROM spans WHERE http_status = 400") == [(1,)]
 
 
-def test_a_moderation_model_and_the_media_filter_are_refused_until_built(tmp_path: Path) -> None:
-    refused: list[dict[str, Any]] = [{"moderation": {"model": "guard"}}, {"media": {}}]
-    for filters in refused:
-        with pytest.raises(ConfigError, match="not available in this build"):
-            build_gateway(config(tmp_path / "gw.db", filters=filters))
+async def test_the_media_filter_is_built_and_meets_requests_last(tmp_path: Path) -> None:
+    filters: dict[str, Any] = {"injection": {"action": "flag"}, "media": {}}
+    async with running(tmp_path / "gw.db", filters=filters) as gw:
+        assert [f.name for f in gw.app.state.gateway.filters] == ["injection", "media"]

@@ -15,6 +15,7 @@ from core.governance import (
     Alert,
     Budget,
     CounterStore,
+    GateAlert,
     GovernanceGate,
     Limit,
     Window,
@@ -36,11 +37,11 @@ class Backend:
         self,
         limits: Sequence[Limit] = (),
         budgets: Sequence[Budget] = (),
-        alerts: list[Alert] | None = None,
+        alerts: list[GateAlert] | None = None,
     ) -> GovernanceGate:
         sink = alerts if alerts is not None else []
 
-        async def collect(alert: Alert) -> None:
+        async def collect(alert: GateAlert) -> None:
             sink.append(alert)
 
         return GovernanceGate(
@@ -122,28 +123,29 @@ async def test_tighter_team_budget_stops_a_key_whose_own_budget_is_unspent(
 async def test_shadow_budget_admits_everything_and_alerts_once_per_threshold(
     backend: Backend,
 ) -> None:
-    alerts: list[Alert] = []
+    alerts: list[GateAlert] = []
     budget = Budget("department", "research", 4 * ESTIMATE_MICROS / 1_000_000, action="alert-only")
     gate = backend.gate(budgets=[budget], alerts=alerts)
     for i in range(10):
         await gate.reserve(principal(), request(), f"r{i}")
-    assert [a.threshold for a in alerts] == [0.5, 0.8, 1.0]
-    assert alerts[-1].target == "research"
-    assert alerts[-1].spent_usd == 4 * ESTIMATE_MICROS / 1_000_000
+    crossed = [a for a in alerts if isinstance(a, Alert)]
+    assert [a.threshold for a in crossed] == [0.5, 0.8, 1.0] and crossed == alerts
+    assert crossed[-1].target == "research"
+    assert crossed[-1].spent_usd == 4 * ESTIMATE_MICROS / 1_000_000
     assert await gate.used(budget) == 10 * ESTIMATE_MICROS
 
 
 async def test_alerts_are_deduplicated_across_gates_sharing_the_counters(
     backend: Backend,
 ) -> None:
-    alerts: list[Alert] = []
+    alerts: list[GateAlert] = []
     budget = Budget("key", "k1", 2 * ESTIMATE_MICROS / 1_000_000, thresholds=(0.5,))
     first, second = backend.gate(budgets=[budget], alerts=alerts), backend.gate(budgets=[budget])
     await first.reserve(principal(), request(), "r1")
     release = await first.reserve(principal(), request(), "r2")
     await first.settle(release, Usage(), None)  # back under 50 %: the crossing is not repeated
     await second.reserve(principal(), request(), "r3")
-    assert [a.threshold for a in alerts] == [0.5]
+    assert [a.threshold for a in alerts if isinstance(a, Alert)] == [0.5] and len(alerts) == 1
 
 
 async def test_concurrency_slot_is_released_on_settle(backend: Backend) -> None:
@@ -238,3 +240,20 @@ async def test_spent_tool_call_allowance_does_not_stop_chat(backend: Backend) ->
     with pytest.raises(RateLimited, match="tool_calls per minute limit of key k1"):
         await gate.reserve(principal(), tool_call, "t2")
     await gate.reserve(principal(), request(), "c1")
+
+
+async def test_a_reset_zeroes_the_window_and_rearms_its_alerts(backend: Backend) -> None:
+    alerts: list[GateAlert] = []
+    budget = Budget("key", "k1", 2 * ESTIMATE_MICROS / 1_000_000, thresholds=(0.5,))
+    shadow = Limit("key", "k1", "requests", 0, action="alert-only")
+    gate = backend.gate(limits=[shadow], budgets=[budget], alerts=alerts)
+    await gate.reserve(principal(), request(), "r1")  # crosses 50 %; the shadow limit would refuse
+    await gate.reserve(principal(), request(), "r2")  # nothing new: each alert once per window
+    assert await gate.reset(budget) == 2 * ESTIMATE_MICROS
+    assert await gate.reset(shadow) == 2
+    assert (await gate.used(budget), await gate.used(shadow)) == (0, 0)
+    await gate.reserve(principal(), request(), "r3")  # both alert again after the reset
+    windows = [(type(a).__name__, getattr(a, "window", None), getattr(a, "bucket", None))
+               for a in alerts]  # fmt: skip
+    assert [w[0] for w in windows] == ["Alert", "LimitAlert", "Alert", "LimitAlert"]
+    assert windows[2][1] == f"{windows[0][1]}:r1" and windows[3][2] == f"{windows[1][2]}:r1"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.cli import main
+from tests.e2e.procs import free_port
 
 
 def test_the_cli_creates_lists_and_deletes_a_limit_with_audit_events(
@@ -20,13 +21,16 @@ def test_the_cli_creates_lists_and_deletes_a_limit_with_audit_events(
               "--target", "research/agents", "--kind", "requests", "--amount", "5"]  # fmt: skip
     assert main(create) == 0
     rule_id = capsys.readouterr().out.strip()
-    assert main(["limits", "list", "--config", str(config), "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    nowhere = f"http://127.0.0.1:{free_port()}"  # no gateway: in-process usage is unknown
+    assert main(["limits", "list", "--config", str(config), "--json", "--gateway", nowhere]) == 0
+    listing = capsys.readouterr()
+    listed = json.loads(listing.out)
     assert main(["limits", "delete", "--config", str(config), rule_id]) == 0
     assert main(["limits", "delete", "--config", str(config), rule_id]) == 1
     with sqlite3.connect(tmp_path / "x.db") as raw:
         actions = [r[0] for r in raw.execute("SELECT action FROM audit_events ORDER BY id")]
-    assert [(r["id"], r["amount"], r["used"]) for r in listed] == [(rule_id, 5, 0)]
+    assert [(r["id"], r["amount"], r["used"]) for r in listed] == [(rule_id, 5, None)]
+    assert "usage unknown" in listing.err
     assert actions[-2:] == ["limit.create", "limit.delete"]
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from tests.e2e.procs import Proc, agentgw, create_key, free_port, start_gateway, start_sim
 
@@ -92,3 +94,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix no other test uses; its keys are deleted after the test."""
+    name = f"agwtest:{uuid.uuid4().hex}:"
+    yield name
+    client = Redis(host="127.0.0.1", port=6379)
+    keys = list(client.scan_iter(match=name + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

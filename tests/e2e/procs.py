@@ -179,3 +179,9 @@ def create_key(config: Path, name: str, org_path: str, *extra: str) -> dict[str,
     )
     result: dict[str, str] = json.loads(out.stdout)
     return result
+
+
+def typed_turn(text: str) -> str:
+    """A Realtime `conversation.item.create` frame: one user message of typed `text`."""
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    return json.dumps({"type": "conversation.item.create", "item": item})

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-from redis import Redis
 
 from tests.e2e.procs import Proc, create_key, free_port, start_gateway
 
@@ -50,23 +48,13 @@ def spent(db: Path) -> float:
         return float(total[0])
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"agwtest:{uuid.uuid4().hex}:"
-    yield name
-    client = Redis(host="127.0.0.1", port=6379)
-    keys = list(client.scan_iter(match=name + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 async def test_two_gateways_on_redis_admit_exactly_what_a_shared_budget_holds(
-    tmp_path: Path, prefix: str
+    tmp_path: Path, redis_prefix: str
 ) -> None:
     admits = 9
-    first, key1 = gateway(tmp_path / "a", "redis://127.0.0.1:6379/0", prefix, admits * COST)
-    second, key2 = gateway(tmp_path / "b", "redis://127.0.0.1:6379/0", prefix, admits * COST)
+    redis, budget = "redis://127.0.0.1:6379/0", admits * COST
+    first, key1 = gateway(tmp_path / "a", redis, redis_prefix, budget)
+    second, key2 = gateway(tmp_path / "b", redis, redis_prefix, budget)
     codes: list[int] = []
     errors: list[str] = []
     try:
@@ -114,10 +102,10 @@ def private_redis() -> Iterator[tuple[int, subprocess.Popen[str]]]:
 
 
 async def test_redis_dying_mid_run_gets_the_fail_policy_and_nothing_crashes(
-    tmp_path: Path, prefix: str, private_redis: tuple[int, subprocess.Popen[str]]
+    tmp_path: Path, redis_prefix: str, private_redis: tuple[int, subprocess.Popen[str]]
 ) -> None:
     port, server = private_redis
-    proc, key = gateway(tmp_path / "g", f"redis://127.0.0.1:{port}/0", prefix, 1.0)
+    proc, key = gateway(tmp_path / "g", f"redis://127.0.0.1:{port}/0", redis_prefix, 1.0)
     headers = {"authorization": f"Bearer {key}"}
     try:
         async with httpx.AsyncClient(base_url=proc.url, timeout=30) as client:

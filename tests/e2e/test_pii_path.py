@@ -1,8 +1,8 @@
 """PII, moderation and injection filters on the real path: `agentgw serve` → `agentgw sim`.
 
 Assertions are on what the upstream received (`GET /_sim/requests`), on what the caller got
-through the openai SDK, and on the SQLite file and the gateway's own log.
-PERSON is not planted: it needs NER, whose model package is not installed here.
+through the openai SDK, and on the SQLite file and the gateway's own log. The strict gateway runs
+NER (the `ner` extra, installed with the test extra), so a person's name is planted too.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 ADMIN = "agw_e2e-pii-admin"
 
 MATRIX = json.loads((Path(__file__).parents[2] / "fixtures/pii/matrix.json").read_text())
-VALUES = [v for v in MATRIX["values"] if not v.get("ner_only")]
+VALUES = MATRIX["values"]
 # The transcript scope has no OpenAI chat request field; in-process matrix tests cover it.
 SCOPES = [s for s in MATRIX["scopes"] if s["scope"] != "transcript"]
 
@@ -39,7 +39,7 @@ filters:
 {filters}
 """
 STRICT = """\
-  pii: {action: redact, actions: {EMAIL_ADDRESS: pseudonymize, PASSPORT: hash}}
+  pii: {action: redact, ner: true, actions: {EMAIL_ADDRESS: pseudonymize, PASSPORT: hash}}
   moderation: {action: block}
   injection: {action: block}
 """

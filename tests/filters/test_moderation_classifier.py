@@ -1,7 +1,7 @@
 """The optional moderation model: scores over thresholds count, a failing model fails closed.
 
-`classify` here is a small async function standing in for the app's callable (which will route a
-`/v1/moderations` call through agentgw's own routing); that wiring is not built yet.
+`classify` here is a small async function in place of the app's callable (which routes a
+`/v1/moderations` call through agentgw's own routing: tests/e2e/test_moderation_model.py).
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
+from core.config import ModerationCategory as ModerationCategoryConfig
 from core.config import ModerationFilter as ModerationConfig
-from core.envelope import Finding, StreamChunk
+from core.envelope import Finding, Modality, StreamChunk
 from core.errors import ContentBlocked, FilterUnavailable
-from core.filtering import Continue, Reject
+from core.filtering import Continue, FilterContext, Reject
 from filters.moderation import STATE_FINDINGS, ModerationFilter, build_moderation_filter
 from tests.filters.pii_support import chunks_of, collect, context, text_chunks, user
 
@@ -27,7 +28,7 @@ async def drain(stream: AsyncIterator[StreamChunk], seen: list[StreamChunk]) -> 
         seen.append(chunk)
 
 
-async def _scores(texts: list[str]) -> list[dict[str, float]]:
+async def _scores(texts: list[str], _: FilterContext | None) -> list[dict[str, float]]:
     """The wire's `category_scores`: high violence for the one subtle threat, low otherwise."""
     return [
         {"violence": 0.93 if t == SUBTLE else 0.01, "sexual": 0.9 if "sexual" in t else 0.0}
@@ -35,15 +36,15 @@ async def _scores(texts: list[str]) -> list[dict[str, float]]:
     ]
 
 
-async def _broken(texts: list[str]) -> list[dict[str, float]]:
+async def _broken(texts: list[str], _: FilterContext | None) -> list[dict[str, float]]:
     raise ConnectionError("moderation upstream refused")
 
 
-async def _short(texts: list[str]) -> list[dict[str, float]]:
+async def _short(texts: list[str], _: FilterContext | None) -> list[dict[str, float]]:
     return []
 
 
-async def _slow(texts: list[str]) -> list[dict[str, float]]:
+async def _slow(texts: list[str], _: FilterContext | None) -> list[dict[str, float]]:
     await anyio.sleep(10)
     return []
 
@@ -130,3 +131,51 @@ async def test_a_stream_fails_closed_when_the_model_fails() -> None:
 def test_build_wires_the_classifier_when_the_config_names_a_model() -> None:
     built = build_moderation_filter(ModerationConfig(model="omni-moderation"), classify=_scores)
     assert built.classifier is not None
+
+
+@pytest.mark.anyio
+async def test_a_long_stream_is_judged_window_by_window_before_the_rest_is_released() -> None:
+    asked: list[str] = []
+
+    async def scores(texts: list[str], _: FilterContext | None) -> list[dict[str, float]]:
+        asked.extend(texts)
+        return [{"violence": 0.9 if "MARK" in t else 0.0} for t in texts]
+
+    filler = [f"word{i} " for i in range(40)]  # ~240 characters, no finding
+    pieces = [*filler, "MARK ", *filler, "the end."]
+    seen: list[StreamChunk] = []
+    stream = ModerationFilter(classify=scores, window=64).on_stream(
+        chunks_of(text_chunks(*pieces)), context()
+    )
+    with pytest.raises(ContentBlocked, match="violence"):
+        await drain(stream, seen)
+    shown = "".join(c.text or "" for c in seen)
+    # Blocked within a window of the flagged text, long before the choice finished.
+    assert "MARK" not in shown or len(shown.split("MARK", 1)[1]) < 64
+    assert "the end" not in shown
+    assert len(asked) > 1 and all(len(t) <= 128 for t in asked)
+
+
+@pytest.mark.anyio
+async def test_a_client_moderation_request_is_not_itself_moderated() -> None:
+    env = user("I am going to hurt your family.")
+    env.modality = Modality.MODERATION
+    assert isinstance(await ModerationFilter().on_request(env, context()), Continue)
+
+
+@pytest.mark.anyio
+async def test_the_config_adds_custom_categories_thresholds_and_fail_open() -> None:
+    config = ModerationConfig(
+        model="guard",
+        fail="open",
+        thresholds={"violence": 0.95},
+        categories={"leaks": ModerationCategoryConfig(terms=["project nightjar"])},
+    )
+    built = build_moderation_filter(config, classify=_scores)
+    assert "leaks" in built.categories and built.fail == "open"
+    refused = await built.on_request(user("Tell me about Project Nightjar."), context())
+    assert isinstance(refused, Reject) and "leaks" in refused.error.message
+    # 0.93 is under the configured 0.95 for violence.
+    assert isinstance(await built.on_request(user(SUBTLE), context()), Continue)
+    opened = build_moderation_filter(config, classify=_broken)
+    assert isinstance(await opened.on_request(user("hello"), context()), Continue)

@@ -100,3 +100,14 @@ async def test_streamed_tool_call_arguments_are_scanned_as_tool_input() -> None:
     await collect(ModerationFilter(action="flag").on_stream(chunks_of(chunks), ctx))
 
     assert [(f.kind, f.scope) for f in _findings(ctx)] == [("violence", Scope.TOOL_INPUT)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scope", [Scope.TRANSCRIPT, Scope.TOOL_INPUT])
+async def test_a_stream_labelled_with_a_scope_is_reported_in_it(scope: Scope) -> None:
+    # A realtime voice transcript, or function-call arguments relayed as text.
+    chunks = [StreamChunk(text=p, scope=scope) for p in ("I will ki", "ll you")]
+    ctx = context()
+    await collect(ModerationFilter(action="flag").on_stream(chunks_of(chunks), ctx))
+
+    assert [(f.kind, f.scope) for f in _findings(ctx)] == [("violence", scope)]

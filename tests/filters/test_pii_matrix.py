@@ -95,3 +95,28 @@ async def test_text_without_any_entity_passes_unchanged(analyzer: PIIAnalyzer) -
         position.envelope("Nothing personal here, 42 times."), context()
     )
     assert isinstance(decision, Continue)
+
+
+@pytest.fixture(scope="module")
+def ner_analyzer() -> PIIAnalyzer:
+    # The `ner` extra's model (installed with the test extra); loading it takes about a second.
+    shared = PIIAnalyzer(ner=True)
+    shared.load()
+    return shared
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("position", MATRIX.positions, ids=lambda p: p.name)
+async def test_a_persons_name_in_any_scope_is_pseudonymized_and_restored_with_ner(
+    ner_analyzer: PIIAnalyzer, position: Position
+) -> None:
+    planted = MATRIX.value("PERSON")
+    pii = PIIFilter(secret=SECRET, ner=True, action="pseudonymize", analyzer=ner_analyzer)
+    ctx = context()
+    decision = await pii.on_request(position.envelope(planted.text), ctx)
+    assert isinstance(decision, Rewrite)
+    sent = dump(decision.envelope)
+    assert planted.value not in sent and "<PERSON_1>" in sent
+    assert [f.scope for f in decision.envelope.findings if f.kind == "PERSON"] == [position.scope]
+    echoed = await pii.on_response(decision.envelope, ctx)
+    assert isinstance(echoed, Rewrite) and planted.value in dump(echoed.envelope)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.envelope import StreamChunk, TextPart, ToolCallDelta
+from core.envelope import Scope, StreamChunk, TextPart, ToolCallDelta
 from core.errors import ContentBlocked
 from core.filtering import Reject, Rewrite
 from filters.pii import STATE_FINDINGS, PIIAnalyzer, PIIFilter
@@ -130,7 +130,26 @@ async def test_stream_findings_land_in_the_context_state(analyzer: PIIAnalyzer) 
     await collect(pii.on_stream(chunks_of(text_chunks("mail jane.roe@example.com")), ctx))
     findings = ctx.state[STATE_FINDINGS]
     assert isinstance(findings, list)
-    assert [(f.kind, f.action) for f in findings] == [("EMAIL_ADDRESS", "redact")]
+    assert [(f.kind, f.action, f.scope) for f in findings] == [
+        ("EMAIL_ADDRESS", "redact", Scope.MESSAGE)
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scope", [Scope.TRANSCRIPT, Scope.TOOL_INPUT])
+async def test_stream_findings_take_the_scope_of_the_chunks(
+    analyzer: PIIAnalyzer, scope: Scope
+) -> None:
+    # A realtime voice transcript, or function-call arguments relayed as text.
+    pieces = ["mail jane.r", "oe@example.com", " now"]
+    chunks = [StreamChunk(text=p, scope=scope) for p in pieces]
+    ctx = context()
+    out = await collect(_redacting(analyzer).on_stream(chunks_of(chunks), ctx))
+
+    assert joined_text(out) == "mail <EMAIL_ADDRESS> now"
+    findings = ctx.state[STATE_FINDINGS]
+    assert isinstance(findings, list)
+    assert [(f.kind, f.scope) for f in findings] == [("EMAIL_ADDRESS", scope)]
 
 
 @pytest.mark.anyio

@@ -12,6 +12,7 @@ from core.envelope import Finding, Scope
 from core.redaction import RedactionQuery, RedactionStore
 from core.tracing import Span
 from store import MemoryStore, SQLiteStore
+from tests.store.postgres_schema import fresh_postgres
 
 pytestmark = pytest.mark.anyio
 
@@ -20,8 +21,12 @@ class Backend(RedactionStore):
     async def record_spans(self, spans: list[Span]) -> None: ...
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "postgres":
+        async with fresh_postgres() as pg:
+            yield cast(Backend, pg)
+        return
     store = MemoryStore() if request.param == "memory" else SQLiteStore(str(tmp_path / "r.db"))
     await store.open()
     try:

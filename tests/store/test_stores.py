@@ -21,6 +21,7 @@ from core.model_versions import ModelVersion
 from core.state import AlreadyExists, KeyAlreadyExists, Store
 from core.tracing import Attempt, Span
 from store import MIGRATIONS, MemoryStore, SQLiteStore, UnknownSchemaVersion
+from tests.store.postgres_schema import fresh_postgres
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,9 +35,13 @@ class ListableStore(Store, Protocol):
     async def list_spans(self) -> list[Span]: ...
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ListableStore]:
-    """Each backend, opened; SQLite on a real file."""
+    """Each backend, opened; SQLite on a real file, PostgreSQL on a schema of its own."""
+    if request.param == "postgres":
+        async with fresh_postgres() as pg:
+            yield pg
+        return
     opened: ListableStore
     if request.param == "memory":
         opened = MemoryStore()

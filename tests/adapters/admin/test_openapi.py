@@ -63,6 +63,8 @@ async def test_the_document_lists_every_served_endpoint(gw: Gateway) -> None:
         rules=governor.rules,
         alerts=governor.alerts,
         redactions=gw.app.state.gateway.store,
+        usage=gw.app.state.gateway.store,
+        price_book=gw.app.state.gateway.ops.prices,
     )
     served = {
         (e.method.lower(), e.path.replace("{path:path}", "{path}").replace("{id:path}", "{id}"))

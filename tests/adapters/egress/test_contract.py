@@ -35,7 +35,7 @@ from core.envelope import (
     ToolResultPart,
     ToolSpec,
 )
-from core.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
+from core.errors import UnsupportedContent, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from core.provider import Provider
 
 pytestmark = pytest.mark.anyio
@@ -318,3 +318,57 @@ async def test_anthropic_egress_sends_its_key_version_and_a_default_max_tokens(
     assert body["max_tokens"] == 4096
     assert body["system"] == [{"type": "text", "text": "Be brief."}]
     assert "_anthropic_beta" not in str(body)
+
+
+# -- moderation: the `/v1/moderations` wire ---------------------------------------------------
+# OpenAI's wire and the sim serve it; Anthropic has no moderation endpoint, so its egress refuses
+# the envelope with UnsupportedContent before anything is sent.
+
+
+def moderation(*texts: str) -> Envelope:
+    return Envelope(
+        id="req_contract",
+        modality=Modality.MODERATION,
+        model="sim-moderation-1",
+        messages=[Message("user", [TextPart(t)]) for t in texts],
+    )
+
+
+async def test_moderation_results_match_the_reference(connect: Connect) -> None:
+    env = moderation("They are vermin, all of them.", "[sim-score:violence=0.42] hello")
+    provider = connect()
+    if isinstance(provider, AnthropicProvider):
+        with pytest.raises(UnsupportedContent):
+            await provider.send(env)
+        return
+    reply = await provider.send(env)
+    expected = await reference(env)
+    assert reply.modality is Modality.MODERATION
+    assert reply.extra["results"] == expected.extra["results"]
+    hateful, marked = reply.extra["results"]
+    assert hateful["flagged"] and hateful["category_scores"]["hate"] > 0.9
+    assert marked["category_scores"]["violence"] == 0.42 and not marked["categories"]["hate"]
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "retryable"),
+    [(500, UpstreamError, True), (400, UpstreamRejected, False)],
+    ids=["500", "400"],
+)
+async def test_moderation_upstream_errors_map_as_for_chat(
+    connect: Connect, status: int, error: type[UpstreamError], retryable: bool
+) -> None:
+    provider = connect(fail_rate=1, fail_status=status)
+    if isinstance(provider, AnthropicProvider):
+        pytest.skip("the Anthropic egress sends no moderation request (see above)")
+    with pytest.raises(error) as exc:
+        await provider.send(moderation("hello"))
+    assert exc.value.retryable is retryable
+
+
+async def test_moderation_connection_refused_is_upstream_unavailable(connect: Connect) -> None:
+    provider = connect(url=refused_url())
+    if isinstance(provider, AnthropicProvider):
+        pytest.skip("the Anthropic egress sends no moderation request (see above)")
+    with pytest.raises(UpstreamUnavailable):
+        await provider.send(moderation("hello"))

@@ -1,0 +1,1 @@
+"""Operations: attribution reports, reconciliation, forecasts, anomalies and call chains."""
