@@ -49,8 +49,12 @@ def shared_routing_state(config: Config, load: Callable[[str], Any]) -> dict[str
         return {}
     spec, prefix = config.redis, config.governance.prefix
     return {
-        "circuits": load(REDIS_CIRCUITS).from_url(spec.url, prefix, spec.timeout_ms),
-        "cache": load(REDIS_CACHE).from_url(spec.url, prefix, spec.timeout_ms),
+        "circuits": load(REDIS_CIRCUITS).from_url(
+            spec.url, prefix, spec.timeout_ms, spec.max_connections
+        ),
+        "cache": load(REDIS_CACHE).from_url(
+            spec.url, prefix, spec.timeout_ms, spec.max_connections
+        ),
     }
 
 
@@ -60,7 +64,9 @@ def shared_failure_ledger(config: Config, load: Callable[[str], Any]) -> Failure
     if config.redis is None:
         return None
     spec = config.redis
-    ledger = load(REDIS_LOCKOUT).from_url(spec.url, config.governance.prefix, spec.timeout_ms)
+    ledger = load(REDIS_LOCKOUT).from_url(
+        spec.url, config.governance.prefix, spec.timeout_ms, spec.max_connections
+    )
     return cast(FailureLedger, ledger)
 
 

@@ -38,6 +38,7 @@ from core.envelope import (
 )
 from core.response_cache import CachedReply
 from store.redis_outage import Outage
+from store.redis_pool import blocking_client
 
 logger = logging.getLogger("agentgw.cache")
 
@@ -118,9 +119,10 @@ class RedisResponseCache:
         self._outage = Outage("response cache")
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout_ms: int) -> RedisResponseCache:
-        seconds = timeout_ms / 1000
-        client = Redis.from_url(url, socket_timeout=seconds, socket_connect_timeout=seconds)
+    def from_url(
+        cls, url: str, prefix: str, timeout_ms: int, max_connections: int = 64
+    ) -> RedisResponseCache:
+        client = blocking_client(url, max_connections=max_connections, timeout_ms=timeout_ms)
         return cls(client, prefix)
 
     async def get(self, key: str) -> CachedReply | None:

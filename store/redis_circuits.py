@@ -27,6 +27,7 @@ from redis.exceptions import RedisError, WatchError
 from core.circuit import CircuitState, MemoryCircuitStore, admit, record
 from core.config import Circuit
 from store.redis_outage import Outage
+from store.redis_pool import blocking_client
 
 _CLASHES = 16  # a transition retried this often lost every race: decide locally this once
 # How long a target seen closed and without failures is taken to still be so: meanwhile its
@@ -72,9 +73,10 @@ class RedisCircuitStore:
         self._closed_until: dict[str, float] = {}
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout_ms: int) -> RedisCircuitStore:
-        seconds = timeout_ms / 1000
-        client = Redis.from_url(url, socket_timeout=seconds, socket_connect_timeout=seconds)
+    def from_url(
+        cls, url: str, prefix: str, timeout_ms: int, max_connections: int = 64
+    ) -> RedisCircuitStore:
+        client = blocking_client(url, max_connections=max_connections, timeout_ms=timeout_ms)
         return cls(client, prefix)
 
     async def admit(self, key: str, policy: Circuit, now: float) -> bool:

@@ -20,12 +20,11 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from core.governance.counters import Admission, CounterAdjustment, CounterItem, CounterUnavailable
+from store.redis_pool import blocking_client
 
 _RESERVE = """
 local n = #KEYS
@@ -88,15 +87,9 @@ class RedisCounters:
         """Counters on a bounded pool that waits for a free connection (a burst must queue, not
         fail with "too many connections"), with short timeouts and one retry, so an outage reaches
         the gate's fail policy quickly instead of stalling requests."""
-        seconds = timeout_ms / 1000
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=seconds,
-            socket_timeout=seconds,
-            socket_connect_timeout=seconds,
+        return cls(
+            blocking_client(url, max_connections=max_connections, timeout_ms=timeout_ms, retries=1)
         )
-        return cls(Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1)))
 
     async def reserve(self, items: Sequence[CounterItem]) -> Admission:
         if not items:

@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from core.lockout import FailureOutcome, LockoutPolicy, MemoryFailureLedger
 from store.redis_outage import Outage
+from store.redis_pool import blocking_client
 
 # KEYS: failures zset, wait key. ARGV: now_ms, member, window_ms, free, base_ms, max_ms,
 # lockout_after, lockout_ms. Returns {wait_ms, locked (0/1)}.
@@ -68,9 +69,10 @@ class RedisFailureLedger:
         self._outage = Outage("brute-force counts")
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout_ms: int) -> RedisFailureLedger:
-        seconds = timeout_ms / 1000
-        client = Redis.from_url(url, socket_timeout=seconds, socket_connect_timeout=seconds)
+    def from_url(
+        cls, url: str, prefix: str, timeout_ms: int, max_connections: int = 64
+    ) -> RedisFailureLedger:
+        client = blocking_client(url, max_connections=max_connections, timeout_ms=timeout_ms)
         return cls(client, prefix)
 
     async def blocked_for(self, address: str, now: float) -> float:
