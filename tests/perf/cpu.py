@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,12 +58,16 @@ class Snapshot:
     ours: float | None
 
     @classmethod
-    def take(cls, target: int, servers: Iterable[int]) -> Snapshot:
+    def take(cls, target: int | Sequence[int], servers: Iterable[int]) -> Snapshot:
+        """`target`: one pid, or several whose CPU counts together (replicas of one service)."""
         running = [_process_seconds(pid) for pid in servers]
         ours = None if None in running else sum(s or 0.0 for s in running)
         if ours is not None:
             ours += _children_seconds() + _self_seconds()
-        return cls(time.perf_counter(), _busy_seconds(), _process_seconds(target), ours)
+        pids = [target] if isinstance(target, int) else list(target)
+        spent = [_process_seconds(pid) for pid in pids]
+        mine = None if None in spent else sum(s or 0.0 for s in spent)
+        return cls(time.perf_counter(), _busy_seconds(), mine, ours)
 
 
 @dataclass(frozen=True)

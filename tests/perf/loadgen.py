@@ -8,6 +8,11 @@ the full-response time and the time to the first body byte (TTFT) of every reque
 Both run a warm-up first and count only what the measured window started. Every loop is
 bounded by a deadline and a request cap.
 
+Two options need the aiohttp client (wrk is skipped for them): `also` (more URLs, taken in
+turn with `url`, request by request: a trivial client-side round-robin over replicas) and
+`vary` (every `VARY_MARK` in the body replaced by a token unique to the request, so that no
+cache of the target can answer from an earlier request).
+
     python -m tests.perf.loadgen --url URL --body JSON --concurrency 32 --duration 5 --stream
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +39,7 @@ MAX_REQUESTS_PER_WORKER = 1_000_000
 REQUEST_TIMEOUT_SECONDS = 30.0
 _WRK_MARK = "WRK_RESULT"
 LOCAL_ORIGINS = ("http://127.0.0.1:", "http://localhost:")
+VARY_MARK = "@N@"
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,18 @@ class Load:
     duration: float = 5.0
     warmup: float = 1.0
     stream: bool = False
+    also: tuple[str, ...] = ()
+    vary: bool = False
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(LOCAL_ORIGINS):
-            raise ValueError(f"load goes to this machine only, not to {self.url}")
+        for url in self.urls:
+            if not url.startswith(LOCAL_ORIGINS):
+                raise ValueError(f"load goes to this machine only, not to {url}")
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every URL the load goes to, in the order requests take them."""
+        return (self.url, *self.also)
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,8 @@ class Result:
     p99_ms: float
     ttft_p50_ms: float | None = None
     ttft_p99_ms: float | None = None
+    # What the failed requests got: HTTP status or exception name -> count (aiohttp client only).
+    failures: dict[str, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -84,7 +101,7 @@ def have_wrk() -> bool:
 
 def measure(load: Load, *, prefer_wrk: bool = True) -> Result:
     """Drive `load` with wrk (non-streaming, when installed) or the aiohttp client process."""
-    if prefer_wrk and not load.stream and have_wrk():
+    if prefer_wrk and not load.stream and not load.also and not load.vary and have_wrk():
         return run_wrk(load)
     return run_client(load)
 
@@ -171,8 +188,12 @@ def run_client(load: Load) -> Result:
     ]
     for name, value in load.headers.items():
         cmd += ["--header", f"{name}: {value}"]
+    for url in load.also:
+        cmd += ["--also", url]
     if load.stream:
         cmd.append("--stream")
+    if load.vary:
+        cmd.append("--vary")
     timeout = load.warmup + load.duration + 2 * REQUEST_TIMEOUT_SECONDS
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=timeout)
     return Result.from_json(json.loads(out.stdout))
@@ -191,13 +212,39 @@ class _Tally:
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
     errors: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
 
 
-async def _one(session: aiohttp.ClientSession, load: Load, tally: _Tally) -> None:
+class _Requests:
+    """The URL and body of each next request: URLs in turn, the body made unique if asked."""
+
+    def __init__(self, load: Load) -> None:
+        self._urls = load.urls
+        self._body = load.body
+        self._parts = load.body.split(VARY_MARK.encode()) if load.vary else None
+        # Unique across the load processes of one run too (each window is its own process).
+        self._prefix = os.urandom(4).hex().encode()
+        self._count = 0
+
+    def next(self) -> tuple[str, bytes]:
+        n = self._count
+        self._count += 1
+        url = self._urls[n % len(self._urls)]
+        if self._parts is None:
+            return url, self._body
+        return url, (self._prefix + str(n).encode()).join(self._parts)
+
+
+async def _one(
+    session: aiohttp.ClientSession, load: Load, requests: _Requests, tally: _Tally
+) -> None:
+    url, body = requests.next()
     started = time.perf_counter()
     first: float | None = None
+    failure = "incomplete stream"
     try:
-        async with session.post(load.url, data=load.body, headers=load.headers) as resp:
+        async with session.post(url, data=body, headers=load.headers) as resp:
+            failure = f"HTTP {resp.status}"
             if load.stream:
                 tail = b""
                 async for chunk in resp.content.iter_any():
@@ -208,10 +255,11 @@ async def _one(session: aiohttp.ClientSession, load: Load, tally: _Tally) -> Non
             else:
                 await resp.read()
                 ok = resp.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        ok = False
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        ok, failure = False, type(exc).__name__
     if not ok:
         tally.errors += 1
+        tally.failures[failure] = tally.failures.get(failure, 0) + 1
         return
     ended = time.perf_counter()
     tally.latencies.append((ended - started) * 1000)
@@ -219,7 +267,9 @@ async def _one(session: aiohttp.ClientSession, load: Load, tally: _Tally) -> Non
         tally.ttfts.append((first - started) * 1000)
 
 
-async def _window(session: aiohttp.ClientSession, load: Load, seconds: float) -> _Tally:
+async def _window(
+    session: aiohttp.ClientSession, load: Load, requests: _Requests, seconds: float
+) -> _Tally:
     tally = _Tally()
     deadline = time.perf_counter() + seconds
 
@@ -227,7 +277,7 @@ async def _window(session: aiohttp.ClientSession, load: Load, seconds: float) ->
         for _ in range(MAX_REQUESTS_PER_WORKER):
             if time.perf_counter() >= deadline:
                 return
-            await _one(session, load, tally)
+            await _one(session, load, requests, tally)
 
     async with anyio.create_task_group() as tg:
         for _ in range(load.concurrency):
@@ -239,11 +289,12 @@ async def drive(load: Load) -> Result:
     """Warm up, then measure `load` from this process."""
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
+    requests = _Requests(load)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         if load.warmup > 0:
-            await _window(session, load, load.warmup)
+            await _window(session, load, requests, load.warmup)
         started = time.perf_counter()
-        tally = await _window(session, load, load.duration)
+        tally = await _window(session, load, requests, load.duration)
         seconds = time.perf_counter() - started
     lat = sorted(tally.latencies)
     ttft = sorted(tally.ttfts)
@@ -256,6 +307,7 @@ async def drive(load: Load) -> Result:
         p99_ms=percentile(lat, 0.99),
         ttft_p50_ms=percentile(ttft, 0.50) if load.stream else None,
         ttft_p99_ms=percentile(ttft, 0.99) if load.stream else None,
+        failures=tally.failures,
     )
 
 
@@ -268,8 +320,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--stream", action="store_true")
+    p.add_argument("--also", action="append", default=[], help="more URLs, taken in turn")
+    p.add_argument("--vary", action="store_true", help=f"make {VARY_MARK} in the body unique")
     args = p.parse_args(argv)
-    if not args.url.startswith(LOCAL_ORIGINS):
+    if not all(u.startswith(LOCAL_ORIGINS) for u in [args.url, *args.also]):
         p.error("load goes to this machine only (http://127.0.0.1:PORT/…)")
     headers = {"content-type": "application/json"}
     for h in args.header:
@@ -283,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         duration=args.duration,
         warmup=args.warmup,
         stream=args.stream,
+        also=tuple(args.also),
+        vary=args.vary,
     )
     result = anyio.run(drive, load, backend_options={"use_uvloop": True})
     print(json.dumps(result.to_json()))

@@ -2,16 +2,26 @@
 
 Starts `agentgw sim --reply-words 20` and, against it, three targets: the sim itself, the
 minimal aiohttp relay (`tests/perf/relay.py`) and agentgw (SQLite store, one virtual model, a
-price, a real key, spans written). Drives the same load at each (1 and 32 concurrent clients,
-streaming and not), prints req/s, p50 and p99 per cell, and the two ratios agentgw is held to:
+price, a real key, spans written). Drives the same load at each (1 and 32 concurrent clients
+by default, streaming and not), prints req/s, p50 and p99 per cell, and the ratios agentgw is
+held to:
 
-    agentgw / relay throughput at 32 clients  >= 0.70
-    agentgw - relay p50 at 1 client           <= 1 ms
+    agentgw / relay throughput at 32 clients              >= 0.70
+    agentgw - relay p50 at 1 client                       <= 1 ms
+    agentgw+pii / relay throughput at 32 clients          >= 0.50  (pattern-mode PII on)
 
 Run from the repository root (not collected by pytest):
 
     python -m tests.perf.overhead            # ~2.5 minutes
     python -m tests.perf.overhead --quick    # ~30 s smoke run
+    python -m tests.perf.overhead --clients 1,32,128 --pii off,on
+    python -m tests.perf.overhead --clients 32 --pii off,on --unique   # every prompt new, with PII
+
+`--pii on` adds a second agentgw process, `agentgw+pii`, the same but with the PII filter in
+pattern mode (`filters.pii: {action: redact}`), measured in the same rounds. The default prompt
+has no digits or `@`, so the filter's pre-check passes it without analysis (and its cache would
+answer a repeated text anyway); `--unique` sends every request a new prompt with an e-mail
+address and a phone number in it, which the filter must analyse and redact: its full cost.
 
 Each cell is measured in interleaved rounds (see `rounds.py`) so that a burst of other work on
 the machine hits all three targets alike; the `other` column shows how much there was.
@@ -39,11 +49,14 @@ from tests.perf.rounds import (
     throughput_ratios,
     warm,
 )
-from tests.perf.stack import Deployment, machine, revision, running
+from tests.perf.stack import PII_PATTERN, Deployment, machine, revision, running
 
-TARGETS = ("sim", "relay", "agentgw")
+PII_TARGET = "agentgw+pii"
 THROUGHPUT_TARGET = 0.70
+PII_THROUGHPUT_TARGET = 0.50
 LATENCY_TARGET_MS = 1.0
+# Throughput targets are set at this many clients; other client counts are reported only.
+TARGET_CLIENTS = 32
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.target:<8} {self.clients:>3} {'yes' if self.stream else 'no':<6}"
+        return f"{self.target:<11} {self.clients:>3} {'yes' if self.stream else 'no':<6}"
 
 
 def _ms(value: float | None) -> str:
@@ -70,7 +83,7 @@ def _num(value: float | None, fmt: str) -> str:
 def table(cells: dict[Cell, Rounds]) -> str:
     """The measured cells, one line each: the median round, the spread, the noise."""
     head = (
-        f"{'target':<8} {'cl':>3} {'stream':<6} {'req/s':>7} {'range':>11} {'p50 ms':>7} "
+        f"{'target':<11} {'cl':>3} {'stream':<6} {'req/s':>7} {'range':>11} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'ttft50':>7} {'ttft99':>7} {'cpu/req':>7} {'other':>5} {'err':>4}  tool"
     )
     lines = [head, "-" * len(head)]
@@ -95,41 +108,57 @@ def _values(values: list[float], fmt: str) -> str:
     return ", ".join(format(v, fmt) for v in values)
 
 
+def _gateways(cells: dict[Cell, Rounds]) -> list[str]:
+    names = {c.target for c in cells} - {"sim", "relay"}
+    return sorted(names, key=lambda n: (n != "agentgw", n))
+
+
+def _throughput_line(name: str, n: int, kind: str, per_round: list[float]) -> str:
+    ratio = statistics.median(per_round)
+    goal = PII_THROUGHPUT_TARGET if name == PII_TARGET else THROUGHPUT_TARGET
+    if n != TARGET_CLIENTS:
+        judged = "no target at this count"
+    elif ratio >= goal:
+        judged = f"target >= {goal:.2f}: met"
+    else:
+        judged = f"target >= {goal:.2f}: MISSED by {goal - ratio:.2f}"
+    return (
+        f"{name}/relay req/s at {n} client{'s' if n != 1 else ''}, {kind}: {ratio:.2f} "
+        f"({judged}; rounds: {_values(per_round, '.2f')})"
+    )
+
+
 def ratios(cells: dict[Cell, Rounds]) -> list[str]:
-    """The two targets, said plainly: met or missed, and by how much."""
+    """The targets, said plainly: met or missed, and by how much; other counts as measured."""
     out: list[str] = []
-    for stream in (False, True):
+    counts = sorted({c.clients for c in cells})
+    for name, stream in itertools.product(_gateways(cells), (False, True)):
         kind = "streaming" if stream else "non-streaming"
-        gw, relay = cells.get(Cell("agentgw", 32, stream)), cells.get(Cell("relay", 32, stream))
-        per_round = throughput_ratios(gw, relay) if gw and relay else []
-        if per_round:
-            ratio = statistics.median(per_round)
-            verdict = "met" if ratio >= THROUGHPUT_TARGET else "MISSED"
-            miss = "" if ratio >= THROUGHPUT_TARGET else f" by {THROUGHPUT_TARGET - ratio:.2f}"
-            out.append(
-                f"agentgw/relay req/s at 32 clients, {kind}: {ratio:.2f} "
-                f"(target >= {THROUGHPUT_TARGET:.2f}: {verdict}{miss}; "
-                f"rounds: {_values(per_round, '.2f')})"
-            )
-        gw, relay = cells.get(Cell("agentgw", 1, stream)), cells.get(Cell("relay", 1, stream))
+        for n in counts:
+            gw, relay = cells.get(Cell(name, n, stream)), cells.get(Cell("relay", n, stream))
+            per_round = throughput_ratios(gw, relay) if gw and relay else []
+            if per_round:
+                out.append(_throughput_line(name, n, kind, per_round))
+        gw, relay = cells.get(Cell(name, 1, stream)), cells.get(Cell("relay", 1, stream))
         per_round = p50_differences(gw, relay) if gw and relay else []
         if per_round:
             delta = statistics.median(per_round)
             verdict = "met" if delta <= LATENCY_TARGET_MS else "MISSED"
             miss = "" if delta <= LATENCY_TARGET_MS else f" by {delta - LATENCY_TARGET_MS:.2f} ms"
             out.append(
-                f"agentgw - relay p50 at 1 client, {kind}: {delta:+.2f} ms "
+                f"{name} - relay p50 at 1 client, {kind}: {delta:+.2f} ms "
                 f"(target <= {LATENCY_TARGET_MS:.0f} ms: {verdict}{miss}; "
                 f"rounds: {_values(per_round, '+.2f')})"
             )
-        gw, relay = cells.get(Cell("agentgw", 32, stream)), cells.get(Cell("relay", 32, stream))
-        g = gw.cpu_us_per_request if gw else None
-        r = relay.cpu_us_per_request if relay else None
-        if g and r:
-            out.append(
-                f"CPU per request at 32 clients, {kind}: agentgw {g:.0f} µs, relay {r:.0f} µs "
-                f"(relay/agentgw {r / g:.2f}, where a CPU-bound ratio tends)"
-            )
+        for n in counts:
+            gw, relay = cells.get(Cell(name, n, stream)), cells.get(Cell("relay", n, stream))
+            g = gw.cpu_us_per_request if gw else None
+            r = relay.cpu_us_per_request if relay else None
+            if g and r and n > 1:
+                out.append(
+                    f"CPU per request at {n} clients, {kind}: {name} {g:.0f} µs, "
+                    f"relay {r:.0f} µs (relay/{name} {r / g:.2f}, where a CPU-bound ratio tends)"
+                )
     return out
 
 
@@ -139,7 +168,13 @@ def _load() -> str:
 
 
 def measure_all(
-    dep: Deployment, *, clients: Sequence[int], duration: float, warmup: float, rounds: int
+    dep: Deployment,
+    *,
+    clients: Sequence[int],
+    duration: float,
+    warmup: float,
+    rounds: int,
+    unique: bool = False,
 ) -> dict[Cell, Rounds]:
     """Every cell, the targets taking turns round by round."""
     pids = [t.pid for t in dep.targets.values()]
@@ -148,14 +183,15 @@ def measure_all(
         loads = {
             name: Load(
                 url=t.url,
-                body=t.body(stream=stream),
+                body=t.body(stream=stream, unique=unique),
                 headers=t.headers,
                 concurrency=n,
                 duration=duration,
                 warmup=warmup,
                 stream=stream,
+                vary=unique,
             )
-            for name, t in ((name, dep.targets[name]) for name in TARGETS)
+            for name, t in dep.targets.items()
         }
         for load in loads.values():
             warm(load)
@@ -191,17 +227,56 @@ def _json(cells: dict[Cell, Rounds], meta: dict[str, object]) -> str:
     return json.dumps({**meta, "cells": rows}, indent=2)
 
 
+def _ints(text: str) -> list[int]:
+    """`1,32,128` (or `32`) as integers."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,32,128, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("client counts are positive")
+    return values
+
+
+def _switches(text: str) -> list[bool]:
+    """`off,on` as [False, True]."""
+    words = {"off": False, "on": True}
+    values = [w.strip().lower() for w in text.split(",") if w.strip()]
+    if not values or any(v not in words for v in values):
+        raise argparse.ArgumentTypeError(f"expected off, on or off,on, not {text!r}")
+    return [words[v] for v in values]
+
+
+def gateway_variants(pii: Sequence[bool]) -> dict[str, str]:
+    """The agentgw processes to run: plain when PII off is asked, `agentgw+pii` when on."""
+    variants: dict[str, str] = {}
+    if False in pii:
+        variants["agentgw"] = ""
+    if True in pii:
+        variants[PII_TARGET] = PII_PATTERN
+    return variants
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="agentgw overhead over a minimal relay")
     p.add_argument("--quick", action="store_true", help="~30 s smoke run (one 1 s round)")
     p.add_argument("--duration", type=int, default=3, help="seconds per round (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell")
     p.add_argument("--warmup", type=int, default=1, help="warm-up seconds per target and cell")
-    p.add_argument("--clients", type=int, nargs="+", default=[1, 32])
+    p.add_argument(
+        "--clients", type=_ints, nargs="+", default=[[1, 32]], help="e.g. 1,32,128 or 1 32 128"
+    )
+    p.add_argument(
+        "--pii", type=_switches, default=[False], help="off (default), on, or off,on (both)"
+    )
+    p.add_argument(
+        "--unique", action="store_true", help="every prompt new and holding PII (see above)"
+    )
     p.add_argument("--reply-words", type=int, default=20)
     p.add_argument("--json", type=Path, help="also write every round to this file")
     args = p.parse_args(argv)
     duration, rounds = (1, 1) if args.quick else (args.duration, args.rounds)
+    clients = sorted({n for group in args.clients for n in group})
     started = dt.datetime.now(dt.UTC)
     meta: dict[str, object] = {
         "date": started.isoformat(),
@@ -210,25 +285,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds_per_round": duration,
         "rounds": rounds,
         "load_average_before": _load(),
+        "clients": clients,
+        "pii": ["on" if x else "off" for x in args.pii],
+        "unique_prompts": args.unique,
     }
     print(f"# agentgw overhead, {started:%Y-%m-%d %H:%M} UTC; {machine()}")
     print(f"# agentgw at {meta['revision']}; load average before: {meta['load_average_before']}")
     print(
         f"# {rounds} interleaved round(s) of {duration} s per cell after {args.warmup} s warm-up; "
         f"non-streaming load: {'wrk' if have_wrk() else 'aiohttp client'}; "
-        "streaming: aiohttp client",
+        "streaming: aiohttp client; "
+        f"prompt: {'new per request, with PII' if args.unique else 'fixed, without PII'}",
         flush=True,
     )
-    with running(reply_words=args.reply_words) as dep:
+    with running(reply_words=args.reply_words, gateways=gateway_variants(args.pii)) as dep:
         cells = measure_all(
-            dep, clients=args.clients, duration=duration, warmup=args.warmup, rounds=rounds
+            dep,
+            clients=clients,
+            duration=duration,
+            warmup=args.warmup,
+            rounds=rounds,
+            unique=args.unique,
         )
     print()
     print(table(cells))
     print()
     for line in ratios(cells):
         print(line)
-    print(f"spans recorded by agentgw: {dep.spans_recorded}")
+    for name, spans in dep.spans_by_gateway.items():
+        print(f"spans recorded by {name}: {spans}")
     print(f"# load average after: {_load()}")
     if any(c.errors for c in cells.values()):
         print("WARNING: some requests failed; see the err column", file=sys.stderr)

@@ -38,12 +38,12 @@ def warm(load: Load, *, prefer_wrk: bool = True) -> None:
 
 
 def run_window(
-    load: Load, target: int, servers: Sequence[int], *, prefer_wrk: bool = True
+    load: Load, target: int | Sequence[int], servers: Sequence[int], *, prefer_wrk: bool = True
 ) -> Measured:
     """One measured window (no warm-up) with CPU accounting around it.
 
-    `target` is the pid whose CPU per request is reported; `servers` are every benchmark
-    process still running, whose CPU is not counted as foreign.
+    `target` is the pid (or pids, summed) whose CPU per request is reported; `servers` are
+    every benchmark process still running, whose CPU is not counted as foreign.
     """
     before = Snapshot.take(target, servers)
     result = measure(replace(load, warmup=0), prefer_wrk=prefer_wrk)
