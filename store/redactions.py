@@ -11,25 +11,12 @@ from typing import Any
 
 import aiosqlite
 
-from core.redaction import RedactionEvent, RedactionQuery, events_of
+from core.redaction import REDACTION_COLUMNS, RedactionEvent, RedactionQuery, events_of
 from core.tracing import Span
 from store.sqlite_schema import run_many
 
-_FIELDS = (
-    "request_id",
-    "span_id",
-    "key_id",
-    "org_path",
-    "filter",
-    "scope",
-    "entity_type",
-    "score",
-    "action",
-    "start",
-    "end",
-    "value_hash",
-    "at",
-)
+# Every column but the generated id, by name: the one list is `core.redaction.REDACTION_COLUMNS`.
+_FIELDS = tuple(name for name in REDACTION_COLUMNS if name != "id")
 _COLUMNS = ", ".join(f'"{name}"' for name in _FIELDS)
 _INSERT = f"INSERT INTO redaction_events ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})"
 _SELECT = f"SELECT id, {_COLUMNS} FROM redaction_events"
