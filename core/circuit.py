@@ -57,6 +57,9 @@ class CircuitState:
         return Phase.HALF_OPEN
 
 
+_CLOSED = CircuitState()
+
+
 def admit(state: CircuitState, policy: Circuit, now: float) -> tuple[bool, CircuitState]:
     """Whether a call may go ahead now, and the state after the decision.
 
@@ -116,19 +119,27 @@ class MemoryCircuitStore:
         self._states: dict[str, CircuitState] = {}
 
     async def admit(self, key: str, policy: Circuit, now: float) -> bool:
-        allowed, state = admit(self._states.get(key, CircuitState()), policy, now)
+        state = self._states.get(key)
+        if state is None:  # closed, no failures: `admit` lets it through and changes nothing
+            return True
+        allowed, state = admit(state, policy, now)
         self._put(key, state)
         return allowed
 
     async def record(self, key: str, ok: bool, policy: Circuit, now: float) -> None:
-        self._put(key, record(self._states.get(key, CircuitState()), ok, policy, now))
+        state = self._states.get(key)
+        if state is None:
+            if ok:  # a success on a closed, clean breaker leaves it as it is
+                return
+            state = _CLOSED
+        self._put(key, record(state, ok, policy, now))
 
     async def get(self, key: str) -> CircuitState:
-        return self._states.get(key, CircuitState())
+        return self._states.get(key, _CLOSED)
 
     def _put(self, key: str, state: CircuitState) -> None:
         # A closed breaker with no failures is the default: keep the map to troubled targets.
-        if state == CircuitState():
+        if state == _CLOSED:
             self._states.pop(key, None)
         else:
             self._states[key] = state

@@ -72,7 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _log_to_stderr()
-    app = build_app(config, config_path=args.config)
+    app = build_app(config, config_path=args.config, settle_gc=True)
     host = args.host or config.listen.host
     port = config.listen.port if args.port is None else args.port
     server = uvicorn.Server(

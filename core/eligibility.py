@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from core.envelope import Envelope, ImagePart, ToolCallPart, ToolResultPart
 from core.errors import BadRequest, PermissionDenied, UnsupportedContent, UpstreamUnavailable
@@ -43,19 +42,26 @@ class RequestProfile:
     hour: int
 
     @classmethod
-    def of(cls, env: Envelope, now: float) -> RequestProfile:
-        """Profile `env` at wall-clock time `now` (seconds since the epoch)."""
-        parts = [p for m in env.messages for p in m.parts]
+    def of(cls, env: Envelope, now: float, prompt_tokens: int | None = None) -> RequestProfile:
+        """Profile `env` at wall-clock time `now` (seconds since the epoch); `prompt_tokens` is
+        `estimate_prompt_tokens(env)` when the caller has it already."""
+        uses_tools = bool(env.tools)
+        uses_images = False
+        for m in env.messages:
+            for p in m.parts:
+                if isinstance(p, ToolCallPart | ToolResultPart):
+                    uses_tools = True
+                elif isinstance(p, ImagePart):
+                    uses_images = True
         principal = env.principal
         return cls(
             modality=env.modality.value,
-            prompt_tokens=estimate_prompt_tokens(env),
+            prompt_tokens=estimate_prompt_tokens(env) if prompt_tokens is None else prompt_tokens,
             max_tokens=_requested_max_tokens(env),
-            uses_tools=bool(env.tools)
-            or any(isinstance(p, ToolCallPart | ToolResultPart) for p in parts),
-            uses_images=any(isinstance(p, ImagePart) for p in parts),
+            uses_tools=uses_tools,
+            uses_images=uses_images,
             egress=principal.scopes.egress if principal is not None else "public",
-            hour=datetime.fromtimestamp(now, UTC).hour,
+            hour=int(now // 3600 % 24),  # the UTC hour: the epoch began at 00:00 UTC
         )
 
     @property

@@ -34,6 +34,8 @@ class PriceCatalog:
         versions = self._versions.get((provider, model))
         if not versions:
             return None
+        if len(versions) == 1 and versions[0][0] == -math.inf:  # one price, always in effect
+            return versions[0][1]
         when = self._clock() if at is None else at
         i = bisect.bisect_right([since for since, _ in versions], when)
         return versions[i - 1][1] if i else None

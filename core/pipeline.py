@@ -78,6 +78,8 @@ class Call:
     state: dict[str, object] = field(default_factory=dict)
     # Reply headers the governance gate asks for (`x-ratelimit-*`); ingresses merge them in.
     headers: dict[str, str] = field(default_factory=dict)
+    # `estimate_prompt_tokens` of the request as admitted (before the request filters).
+    prompt_tokens: int | None = None
 
     @property
     def request_id(self) -> str:
@@ -255,7 +257,11 @@ class Pipeline:
         try:
             targets = self._admit(call, env)
             reservation = await self._quota.reserve(
-                call.principal, env, call.request_id, cost_usd=self._media_cost(env, targets)
+                call.principal,
+                env,
+                call.request_id,
+                cost_usd=self._media_cost(env, targets),
+                prompt_tokens=call.prompt_tokens,
             )
             call.headers.update(self._quota.headers(reservation))
             fctx = self._filter_context(call)
@@ -291,7 +297,9 @@ class Pipeline:
         reservation: Reservation | None = None
         try:
             targets = self._admit(call, env)
-            reservation = await self._quota.reserve(call.principal, env, call.request_id)
+            reservation = await self._quota.reserve(
+                call.principal, env, call.request_id, prompt_tokens=call.prompt_tokens
+            )
             call.headers.update(self._quota.headers(reservation))
             fctx = self._filter_context(call)
             env = await self._request_filters(env, fctx)
@@ -348,7 +356,9 @@ class Pipeline:
         authorize_modality(call.principal, env.modality.value)
         authorize_model(call.principal, env.model)
         route = self.router.route(env.model)
-        return self.router.candidates(route, env)
+        # Estimated once: the eligibility rules and the reservation both need it.
+        call.prompt_tokens = estimate_prompt_tokens(env)
+        return self.router.candidates(route, env, prompt_tokens=call.prompt_tokens)
 
     def _filter_context(self, call: Call) -> FilterContext:
         return FilterContext(

@@ -37,10 +37,12 @@ class QuotaGate(Protocol):
         *,
         cost_usd: float | None = None,
         only: Collection[str] | None = None,
+        prompt_tokens: int | None = None,
     ) -> Reservation:
         """Check every limit and budget above the call and hold an estimate, atomically.
 
         `cost_usd`: the call's price when known before it runs (an MCP tool's per-call price).
+        `prompt_tokens`: `estimate_prompt_tokens(env)` when the caller has it already.
         `only`: hold just the limits of these kinds (`"budget"` names the budgets); None: all.
 
         Raises:
@@ -76,6 +78,7 @@ class Unlimited:
         *,
         cost_usd: float | None = None,
         only: Collection[str] | None = None,
+        prompt_tokens: int | None = None,
     ) -> Reservation:
         return Reservation(request_id, principal, None, 0)
 

@@ -118,8 +118,11 @@ class Router:
             raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
         return route
 
-    def candidates(self, route: Route, env: Envelope) -> list[BoundTarget]:
+    def candidates(
+        self, route: Route, env: Envelope, *, prompt_tokens: int | None = None
+    ) -> list[BoundTarget]:
         """The targets to try, in order, for `env` (fallback models' targets last).
+        `prompt_tokens`: `estimate_prompt_tokens(env)`, when the caller has it already.
 
         Raises:
             PermissionDenied: a private key and only public targets.
@@ -127,7 +130,7 @@ class Router:
             ContextWindowExceeded: the prompt fits no target's context window.
             UpstreamUnavailable: every target is outside its `hours` now.
         """
-        profile = RequestProfile.of(env, self._wall_clock())
+        profile = RequestProfile.of(env, self._wall_clock(), prompt_tokens)
         chain = [t for r in self._chain(route) for t in r.targets]
         kept = eligible(route.name, chain, profile)
         keys: list[str | None] = []  # the prompt's hash, taken only if a route pins by it
@@ -254,7 +257,7 @@ class Router:
         self.load.started(target.key)
         started = self._clock()
         error: GatewayError | None = None
-        upstream = dataclasses.replace(env, model=target.model)
+        upstream = env.for_model(target.model)
         try:
             if target.timeout_seconds is None:  # the provider's own total timeout applies
                 reply = await target.provider.send(upstream)
@@ -304,7 +307,7 @@ class Router:
         self, target: BoundTarget, env: Envelope
     ) -> tuple[StreamChunk | None, AsyncGenerator[StreamChunk, None]]:
         self.load.started(target.key)
-        stream = target.provider.stream(dataclasses.replace(env, model=target.model))
+        stream = target.provider.stream(env.for_model(target.model))
         limits = [s for s in (target.first_byte_timeout_seconds, target.timeout_seconds) if s]
         limit = min(limits) if limits else None
         error: GatewayError | None = None

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import random
 import re
 import secrets
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,12 +30,24 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
+# Request, span and trace ids only need to be unique, not unguessable (nothing is authorized by
+# knowing one): a PRNG seeded from the OS once is enough, and costs no system call per request
+# (three `os.urandom` calls were ~4 % of a request's CPU). Every process (and forked
+# child) seeds its own.
+_ids = random.Random(secrets.randbits(128))
+os.register_at_fork(after_in_child=lambda: _ids.seed(secrets.randbits(128)))
+
+
 def new_span_id() -> str:
-    return secrets.token_hex(8)
+    return f"{_ids.getrandbits(64):016x}"
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return f"req_{_ids.getrandbits(96):024x}"
+
+
+def new_trace_id() -> str:
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def trace_context(headers: Mapping[str, str]) -> TraceContext:
@@ -46,7 +61,7 @@ def trace_context(headers: Mapping[str, str]) -> TraceContext:
     elif session_id:
         trace_id = hashlib.sha256(session_id.encode()).hexdigest()[:32]
     else:
-        trace_id = secrets.token_hex(16)
+        trace_id = new_trace_id()
     return TraceContext(
         trace_id=trace_id,
         span_id=new_span_id(),
@@ -149,7 +164,12 @@ class SpanSink(Protocol):
 
 
 class SpanWriter:
-    """The bounded write-behind queue in front of a `SpanStore`."""
+    """The bounded write-behind queue in front of a `SpanStore`.
+
+    A plain deque and two events rather than a memory object stream: a span is queued with an
+    append, and the writer wakes once per batch, not once per span (a stream's `receive`
+    passed through the event loop for every span).
+    """
 
     def __init__(
         self,
@@ -160,9 +180,16 @@ class SpanWriter:
         linger_seconds: float = 0.02,
     ) -> None:
         self._store = store
+        self._max = max_queue
         self._batch = batch_size
         self._linger = linger_seconds
-        self._send, self._receive = anyio.create_memory_object_stream[Span](max_queue)
+        self._queue: deque[Span] = deque()
+        # Set when the writer should look at the queue again: the first span of a batch arrived
+        # (`_wake`), a batch is full or the writer is closing (`_full`), room was made (`_room`).
+        self._wake = anyio.Event()
+        self._full = anyio.Event()
+        self._room = anyio.Event()
+        self._closed = False
         self._done = anyio.Event()
         self.written = 0
         self.lost = 0
@@ -174,50 +201,70 @@ class SpanWriter:
 
     @property
     def depth(self) -> int:
-        return self._send.statistics().current_buffer_used
+        return len(self._queue)
 
     def start(self, tg: TaskGroup) -> None:
         tg.start_soon(self._run)
 
     async def submit(self, span: Span) -> None:
-        """Queue a span; waits while the queue is full."""
-        try:
-            self._send.send_nowait(span)
-        except anyio.WouldBlock:
+        """Queue a span; waits while the queue is full.
+
+        Raises:
+            anyio.ClosedResourceError: the writer is closed.
+        """
+        while len(self._queue) >= self._max and not self._closed:
             logger.warning("span queue full (%d): request path waits for the store", self.depth)
-            await self._send.send(span)
+            if self._room.is_set():
+                self._room = anyio.Event()
+            await self._room.wait()
+        if self._closed:
+            raise anyio.ClosedResourceError
+        queue = self._queue
+        queue.append(span)
+        if len(queue) == 1:
+            self._wake.set()
+        if len(queue) >= self._batch:
+            self._full.set()
 
     async def aclose(self) -> None:
         """Stop taking spans and wait until every queued one is stored."""
-        await self._send.aclose()
+        self._closed = True
+        self._wake.set()
+        self._full.set()
+        self._room.set()
         await self._done.wait()
 
     async def _run(self) -> None:
         try:
-            async with self._receive:
-                async for span in self._receive:
-                    await self._write(await self._gather(span))
+            while True:
+                if not self._queue:
+                    if self._closed:
+                        return
+                    self._wake = anyio.Event()
+                    if not self._queue and not self._closed:
+                        await self._wake.wait()
+                    continue
+                await self._linger_for_batch()
+                await self._write(self._take())
         finally:
             self._done.set()
 
-    async def _gather(self, first: Span) -> list[Span]:
-        """`first` and whatever else arrives within the linger window, up to a batch.
+    async def _linger_for_batch(self) -> None:
+        """Wait up to the linger window for the batch to fill (or the writer to close).
 
         A transaction per span was most of the store's cost at low load; waiting a few
         milliseconds lets spans share one, and no client waits on this.
         """
-        batch = [first]
+        if len(self._queue) >= self._batch or self._closed:
+            return
+        self._full = anyio.Event()
         with anyio.move_on_after(self._linger):
-            while len(batch) < self._batch:
-                try:
-                    batch.append(await self._receive.receive())
-                except anyio.EndOfStream:
-                    break
-        while len(batch) < self._batch:  # after the window: take what is already queued
-            try:
-                batch.append(self._receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
+            await self._full.wait()
+
+    def _take(self) -> list[Span]:
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(min(self._batch, len(queue)))]
+        self._room.set()
         return batch
 
     async def _write(self, batch: list[Span]) -> None:

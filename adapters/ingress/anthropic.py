@@ -21,7 +21,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapters.ingress.http import JSONResponse, SSEResponse, call_info, parse_json_model, read_body
+from adapters.ingress.http import (
+    Direct,
+    Inbound,
+    JSONResponse,
+    SSEResponse,
+    call_info,
+    parse_json_model,
+    read_body,
+)
 from adapters.wire.anthropic import (
     BETA_MARK,
     CountTokensRequest,
@@ -90,11 +98,11 @@ class AnthropicIngress:
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/v1/messages", self.messages, methods=["POST"]),
+            Route("/v1/messages", Direct(self.messages), methods=["POST"]),
             Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
         ]
 
-    async def messages(self, request: Request) -> Response:
+    async def messages(self, request: Inbound) -> Response:
         async def run(call: Call) -> Response:
             body = await read_body(request, self._max_body)
             req = parse_json_model(MessagesRequest, body)
@@ -127,7 +135,7 @@ class AnthropicIngress:
 
     async def _guarded(
         self,
-        request: Request,
+        request: Inbound,
         route: str,
         run: Callable[[Call], Awaitable[Response]],
         *,

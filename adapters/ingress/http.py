@@ -1,15 +1,16 @@
-"""What every HTTP ingress shares: bounded body reads, JSON replies, the SSE response."""
+"""What every HTTP ingress shares: bounded body reads, JSON replies, the SSE response, and the
+direct endpoints the hottest routes are served by."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -22,14 +23,85 @@ logger = logging.getLogger("agentgw.ingress")
 M = TypeVar("M", bound=BaseModel)
 
 
-def call_info(request: Request, route: str) -> CallInfo:
+class Inbound(Protocol):
+    """What the ingresses read of a request: Starlette's `Request`, or `Incoming`."""
+
+    @property
+    def scope(self) -> Scope: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def stream(self) -> AsyncGenerator[bytes, None]: ...
+
+
+class Incoming:
+    """A request as a direct endpoint reads it: the headers decoded once into a dict (keys are
+    lower-case on the ASGI wire; the first of repeated headers wins, as in Starlette), the body
+    read from `receive`."""
+
+    __slots__ = ("headers", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.headers: dict[str, str] = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])
+        }
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        """The body's chunks as they arrive.
+
+        Raises:
+            ClientDisconnect: the client went away before the body was complete.
+        """
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            body = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
+
+
+class Direct:
+    """An endpoint that `core.app` serves ahead of Starlette's middleware and router.
+
+    The chat routes carry nearly all traffic; the ~10 framework layers between uvicorn and the
+    handler (middleware, routing, `Request`, the exception wrapper) cost more CPU per call than
+    authentication, routing and metering together. A `Direct` is an ordinary ASGI endpoint
+    (registered as a `Route` as well, so 405s and the route listing are Starlette's), and
+    does itself what the middleware would: the request id, and its `x-request-id` reply header.
+    """
+
+    direct = True  # the mark `core.app.GatewayApp` dispatches by
+
+    def __init__(self, handler: Callable[[Incoming], Awaitable[Response]]) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.setdefault("state", {})
+        request_id = state.get("request_id")
+        from_middleware = request_id is not None  # reached through Starlette after all
+        if request_id is None:
+            request_id = state["request_id"] = new_request_id()
+        response = await self._handler(Incoming(scope, receive))
+        if not from_middleware:
+            response.raw_headers.append((b"x-request-id", request_id.encode()))
+        await response(scope, receive, send)
+
+
+def call_info(request: Inbound, route: str) -> CallInfo:
     """The call's identity, taken before the body is read."""
-    request_id = request.scope.get("state", {}).get("request_id") or new_request_id()
-    client = request.client.host if request.client else None
-    return CallInfo(request_id, route, request.headers, client)
+    scope = request.scope
+    request_id = scope.get("state", {}).get("request_id") or new_request_id()
+    client = scope.get("client")
+    return CallInfo(request_id, route, request.headers, client[0] if client else None)
 
 
-async def read_body(request: Request, limit: int, *, form: bool = False) -> bytes:
+async def read_body(request: Inbound, limit: int, *, form: bool = False) -> bytes:
     """The whole body, refusing more than `limit` bytes without reading past it.
 
     Unless `form` (the caller parses a multipart form), a multipart body is refused: the
@@ -93,9 +165,34 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 class JSONResponse(Response):
-    """A JSON response serialized with orjson."""
+    """A JSON response serialized with orjson.
+
+    Its headers are built directly (Starlette's general `init_headers` is most of the cost of
+    a response object), unless the caller sets a content type or length of its own.
+    """
 
     media_type = "application/json"
+
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if headers and any(k.lower() in ("content-type", "content-length") for k in headers):
+            super().__init__(content, status_code, headers)
+            return
+        self.status_code = status_code
+        self.background = None
+        self.body = orjson.dumps(content)
+        self.raw_headers = [
+            (b"content-length", str(len(self.body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+        if headers:
+            self.raw_headers += [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+            ]
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)

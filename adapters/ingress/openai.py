@@ -18,6 +18,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from adapters.ingress.http import (
+    Direct,
+    Inbound,
     JSONResponse,
     SSEResponse,
     call_info,
@@ -68,14 +70,14 @@ class OpenAIIngress:
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-            Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/v1/chat/completions", Direct(self.chat_completions), methods=["POST"]),
+            Route("/v1/embeddings", Direct(self.embeddings), methods=["POST"]),
             Route("/v1/moderations", self.moderations, methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
         ]
 
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: Inbound) -> Response:
         async def run(call: Call) -> Response:
             body = await read_body(request, self._max_body)
             req = parse_json_model(ChatRequest, body)
@@ -90,7 +92,7 @@ class OpenAIIngress:
 
         return await self._guarded(request, "openai.chat", run)
 
-    async def embeddings(self, request: Request) -> Response:
+    async def embeddings(self, request: Inbound) -> Response:
         async def run(call: Call) -> Response:
             body = await read_body(request, self._max_body)
             req = parse_json_model(EmbeddingRequest, body)
@@ -132,7 +134,7 @@ class OpenAIIngress:
         return JSONResponse(_model_card(name))
 
     async def _guarded(
-        self, request: Request, route: str, run: Callable[[Call], Awaitable[Response]]
+        self, request: Inbound, route: str, run: Callable[[Call], Awaitable[Response]]
     ) -> Response:
         """Authenticate, run, and turn every failure into an OpenAI error (span recorded)."""
         call: Call | None = None

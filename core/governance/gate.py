@@ -111,12 +111,14 @@ class GovernanceGate:
         *,
         cost_usd: float | None = None,
         only: Collection[str] | None = None,
+        prompt_tokens: int | None = None,
     ) -> Reservation:
         """Check every limit and budget above the call and hold its estimate, atomically.
 
         `cost_usd` is the call's price when it is known before it runs (an MCP tool's per-call
         price); otherwise the estimate is priced from tokens. `only`: hold just the limits of
         these kinds (`"budget"` names the budgets), as a realtime session's renewals do.
+        `prompt_tokens`: `estimate_prompt_tokens(env)`, when the caller has it already.
 
         Raises:
             RateLimited: a limit is reached; `retry_after` is when its window resets.
@@ -125,7 +127,7 @@ class GovernanceGate:
         """
         now = self._clock()
         levels = levels_of(principal, env)
-        est = self._estimate(env, cost_usd)
+        est = self._estimate(env, cost_usd, prompt_tokens)
         held = hold_limits(self._prefix, self._limits, levels, env, est, now)
         if only is not None:
             held = [h for h in held if isinstance(h.rule, Limit) and h.rule.kind in only]
@@ -207,7 +209,7 @@ class GovernanceGate:
     def headers(self, reservation: Reservation) -> dict[str, str]:
         """OpenAI-style `x-ratelimit-*` headers for the tightest request and token limits held."""
         hold = reservation.hold
-        if not isinstance(hold, Hold) or not hold.enforced:
+        if not isinstance(hold, Hold) or not hold.enforced or not hold.items:
             return {}
         return rate_limit_headers(hold.items, hold.counts, hold.now)
 
@@ -259,8 +261,10 @@ class GovernanceGate:
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _estimate(self, env: Envelope, cost_usd: float | None = None) -> Estimate:
-        prompt = estimate_prompt_tokens(env)
+    def _estimate(
+        self, env: Envelope, cost_usd: float | None = None, prompt_tokens: int | None = None
+    ) -> Estimate:
+        prompt = estimate_prompt_tokens(env) if prompt_tokens is None else prompt_tokens
         # A tool call produces no model tokens: only embeddings and tools reserve no output.
         no_output = env.modality in (Modality.EMBEDDING, Modality.TOOL, Modality.MODERATION)
         max_out = 0 if no_output else self._max_tokens(env)

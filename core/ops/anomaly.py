@@ -69,6 +69,21 @@ class _Subject:
     current: _Bucket
     history: deque[_Bucket] = field(default_factory=lambda: deque(maxlen=HISTORY))
     alerted: set[str] = field(default_factory=set)
+    # The baselines of `history` (spend, tokens, error rate), computed on the first span of a
+    # bucket and kept until the bucket rolls: medians of up to HISTORY buckets for every span
+    # would cost more than the rest of the request.
+    baselines: tuple[Baseline, Baseline, Baseline] | None = None
+
+    def judged_against(self) -> tuple[Baseline, Baseline, Baseline]:
+        if self.baselines is None:
+            past = self.history
+            rates = [b.errors / b.requests for b in past if b.requests]
+            self.baselines = (
+                Baseline.of([b.cost for b in past]),
+                Baseline.of([float(b.tokens) for b in past]),
+                Baseline.of(rates or [0.0]),
+            )
+        return self.baselines
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +231,7 @@ class AnomalyDetector:
             self._subjects.move_to_end((level, target))
         if start > subject.current.start:
             subject.history.append(subject.current)
+            subject.baselines = None
             subject.current = _Bucket(start)
             subject.alerted = set()
         elif start < subject.current.start:
@@ -225,10 +241,11 @@ class AnomalyDetector:
     def _judge(self, level: str, target: str, subject: _Subject) -> AnomalyAlert | None:
         if len(subject.history) < self._min:
             return None
-        now, past = subject.current, list(subject.history)
+        now = subject.current
+        spend, tokens, error_rate = subject.judged_against()
         checks = (
-            ("spend", now.cost, Baseline.of([b.cost for b in past]), 1e-6),
-            ("tokens", float(now.tokens), Baseline.of([float(b.tokens) for b in past]), 10.0),
+            ("spend", now.cost, spend, 1e-6),
+            ("tokens", float(now.tokens), tokens, 10.0),
         )
         for kind, observed, baseline, floor in checks:
             limit = baseline.limit(self._z, self._ratio, floor)
@@ -236,8 +253,7 @@ class AnomalyDetector:
                 subject.alerted.update({"spend", "tokens"})  # the same spike, seen twice
                 return self._alert(level, target, kind, observed, baseline.median, limit, now)
         if now.requests >= self._min_error_requests and "error_rate" not in subject.alerted:
-            rates = [b.errors / b.requests for b in past if b.requests]
-            baseline = Baseline.of(rates or [0.0])
+            baseline = error_rate
             limit = max(
                 baseline.median + self._z * MAD_SCALE * baseline.mad, baseline.median + 0.25
             )

@@ -66,3 +66,28 @@ async def test_a_full_queue_makes_the_caller_wait_and_loses_nothing() -> None:
         await writer.aclose()
     assert len(await store.list_spans()) == 5
     assert writer.lost == 0
+
+
+@pytest.mark.anyio
+async def test_many_producers_on_a_small_queue_lose_nothing_and_keep_their_order() -> None:
+    store = BatchCountingStore()
+    writer = SpanWriter(store, max_queue=3, batch_size=2, linger_seconds=0.001)
+
+    async def produce(p: int) -> None:
+        for i in range(50):
+            await writer.submit(span(p * 1000 + i))
+
+    async with anyio.create_task_group() as tg:
+        writer.start(tg)
+        async with anyio.create_task_group() as producers:
+            for p in range(8):
+                producers.start_soon(produce, p)
+        await writer.aclose()
+    ids = [s.request_id for s in await store.list_spans()]
+    assert len(ids) == 400 == writer.written
+    for p in range(8):
+        mine = [i for i in ids if int(i.removeprefix("req_")) // 1000 == p]
+        assert mine == [f"req_{p * 1000 + i}" for i in range(50)]
+    assert max(store.batches) <= 2
+    with pytest.raises(anyio.ClosedResourceError):
+        await writer.submit(span(9999))

@@ -335,3 +335,24 @@ def test_metrics_count_calls_and_never_label_with_client_supplied_model_names(
     assert any(s.labels.get("model") == "unknown" for s in requests)
     tokens = families["agentgw_tokens"].samples
     assert any(s.labels == {"kind": "input", "model": "chat"} and s.value > 0 for s in tokens)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_the_chat_route_answers_with_one_request_id_of_its_own(
+    deployment: Deployment, stream: bool
+) -> None:
+    # The chat routes are served ahead of the middleware (core.app.GatewayApp): they must still
+    # carry exactly one x-request-id, new per call, as every other route does.
+    body = {"model": "chat", "messages": MESSAGES, "stream": stream}
+    headers = {"authorization": f"Bearer {deployment.key}"}
+    seen = []
+    for _ in range(2):
+        r = httpx.post(deployment.base_url + "/chat/completions", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        ids = r.headers.get_list("x-request-id")
+        assert len(ids) == 1 and ids[0].startswith("req_"), ids
+        seen.append(ids[0])
+    assert seen[0] != seen[1]
+    wrong = httpx.get(deployment.base_url + "/chat/completions", headers=headers)
+    assert wrong.status_code == 405
+    assert len(wrong.headers.get_list("x-request-id")) == 1

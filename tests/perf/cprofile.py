@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=45)
+    parser.add_argument("--save", type=Path, help="also keep the profile in this file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="agentgw-prof-") as tmp:
         sim = start_sim("--reply-words", "20")
@@ -81,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             sim.stop()
         print(f"{args.requests} requests, {errors} errors")
+        if args.save is not None:
+            args.save.write_bytes(out.read_bytes())
         stats = pstats.Stats(str(out))
         stats.strip_dirs().sort_stats(args.sort).print_stats(args.top)
     return 0

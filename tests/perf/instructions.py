@@ -27,7 +27,7 @@ import anyio
 
 from tests.e2e.procs import create_key, free_port, start, start_sim
 from tests.perf.cpureq import _batch
-from tests.perf.stack import GATEWAY_CONFIG, SIM_MODEL, VIRTUAL_MODEL, Target
+from tests.perf.stack import GATEWAY_CONFIG, REPO, SIM_MODEL, VIRTUAL_MODEL, Target
 
 _READY_SECONDS = 600.0
 
@@ -46,8 +46,11 @@ def _total(dump: Path) -> int:
     return int(match.group(1)) if match else 0
 
 
-def measure(tree: Path | None, *, requests: int, warmup: int, stream: bool) -> float:
-    """Instructions per request of agentgw from `tree` (None: the installed one)."""
+def measure(
+    tree: Path | None, *, requests: int, warmup: int, stream: bool, relay: bool = False
+) -> float:
+    """Instructions per request of agentgw from `tree` (None: the installed one), or of the
+    minimal relay (`relay`)."""
     with tempfile.TemporaryDirectory(prefix="agentgw-ir-") as tmp:
         sim = start_sim("--reply-words", "20")
         try:
@@ -59,24 +62,28 @@ def measure(tree: Path | None, *, requests: int, warmup: int, stream: bool) -> f
             out_dir = Path(tmp) / "cg"
             out_dir.mkdir()
             port = free_port()
-            cmd = [
+            valgrind = [
                 "valgrind",
                 "--tool=callgrind",
                 f"--callgrind-out-file={out_dir}/callgrind.out.%p",
                 sys.executable,
                 "-m",
-                "core.cli",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
             ]
+            if relay:
+                upstream = sim.url + "/v1/chat/completions"
+                cmd = [*valgrind, "tests.perf.relay", "--port", str(port), "--upstream", upstream]
+            else:
+                cmd = [*valgrind, "core.cli", "serve", "--config", str(config)]
+                cmd += ["--port", str(port)]
             env = {"PYTHONPATH": str(tree.resolve())} if tree is not None else None
-            gw = start(cmd, port, cwd=config.parent, env=env, timeout=_READY_SECONDS)
+            cwd = REPO if relay else config.parent
+            gw = start(cmd, port, cwd=cwd, env=env, timeout=_READY_SECONDS)
             try:
                 headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
-                target = Target("agentgw", gw, VIRTUAL_MODEL, headers)
+                if relay:
+                    target = Target("relay", gw, SIM_MODEL, {"content-type": "application/json"})
+                else:
+                    target = Target("agentgw", gw, VIRTUAL_MODEL, headers)
 
                 def run(n: int) -> int:
                     return anyio.run(
@@ -103,8 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--tree", type=Path, action="append", default=[])
+    parser.add_argument("--relay", action="store_true", help="measure the minimal relay too")
     args = parser.parse_args(argv)
     mode = "stream" if args.stream else "plain"
+    if args.relay:
+        ir = measure(
+            None, requests=args.requests, warmup=args.warmup, stream=args.stream, relay=True
+        )
+        print(f"{mode} relay: {ir / 1000:.0f} k instructions per request")
     for tree in [None, *args.tree]:
         ir = measure(tree, requests=args.requests, warmup=args.warmup, stream=args.stream)
         print(f"{mode} {tree or 'this tree'}: {ir / 1000:.0f} k instructions per request")

@@ -1,0 +1,91 @@
+"""The hot path's hand-written shortcuts agree with the general code they replace."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+from core.envelope import Envelope, Message, Modality, TextPart, ToolSpec
+from core.reports import MEASURES, Totals
+from core.tracing import new_request_id, new_span_id, new_trace_id
+
+
+def test_for_model_is_replace_with_another_model() -> None:
+    env = Envelope(
+        "req_1",
+        Modality.CHAT,
+        "virtual",
+        messages=[Message("user", [TextPart("hi")])],
+        tools=[ToolSpec("f", "d", {"type": "object"})],
+        params={"max_tokens": 5},
+        extra={"x": 1},
+        stream=True,
+        source="openai",
+    )
+    copy = env.for_model("upstream-1")
+    assert copy == dataclasses.replace(env, model="upstream-1")
+    assert copy is not env
+    assert env.model == "virtual"
+    assert copy.messages is env.messages  # shallow, as replace is
+
+
+def test_totals_add_sums_every_measure() -> None:
+    # Distinct values per field, so a field added twice or left out shows.
+    one = Totals(**{name: i + 1 for i, name in enumerate(MEASURES)})
+    two = Totals(**{name: 100 * (i + 1) for i, name in enumerate(MEASURES)})
+    one.add(two)
+    assert one.values() == tuple(101 * (i + 1) for i in range(len(MEASURES)))
+    assert {f.name for f in dataclasses.fields(Totals)} == set(MEASURES)
+
+
+def test_ids_have_their_shapes_and_do_not_repeat() -> None:
+    ids = [new_request_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 28 and i.startswith("req_") for i in ids)
+    assert all(len(s) == 16 and int(s, 16) >= 0 for s in (new_span_id() for _ in range(100)))
+    assert all(len(t) == 32 and int(t, 16) >= 0 for t in (new_trace_id() for _ in range(100)))
+
+
+def test_each_process_draws_its_own_ids() -> None:
+    code = "from core.tracing import new_request_id; print(new_request_id())"
+    env = {**os.environ}
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        ).stdout
+        for _ in range(3)
+    }
+    assert len(outs) == 3
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out without running pytest's teardown
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert child != new_request_id()
+    assert child.startswith("req_")
+
+
+def test_the_server_settles_the_garbage_collector_once_started() -> None:
+    # In a child process: freezing is for the server's own process, never the test runner's.
+    code = (
+        "import gc\n"
+        "from core.app import GC_YOUNG_THRESHOLD, settle_garbage_collector\n"
+        "before = gc.get_threshold()\n"
+        "settle_garbage_collector()\n"
+        "print(before[0], gc.get_threshold()[0], GC_YOUNG_THRESHOLD, gc.get_freeze_count() > 0)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "700"
+    assert out[1] == out[2] == "10000"
+    assert out[3] == "True"
