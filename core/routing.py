@@ -312,8 +312,11 @@ class Router:
         limit = min(limits) if limits else None
         error: GatewayError | None = None
         try:
-            with anyio.fail_after(limit):
+            if limit is None:  # no cancel scope when there is nothing to time out
                 first: StreamChunk | None = await anext(stream)
+            else:
+                with anyio.fail_after(limit):
+                    first = await anext(stream)
         except StopAsyncIteration:
             first = None
         except TimeoutError as exc:

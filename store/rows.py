@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
+import orjson
+
 from core.access import KeyRecord, Scopes
 from core.audit import AuditedRecord, AuditEvent, Setting
 from core.model_versions import ModelVersion
@@ -312,7 +314,7 @@ def span_row(span: Span) -> tuple[object, ...]:
         span.upstream_model,
         int(span.stream),
         len(span.attempts),
-        dump_json([_attempt_dict(a) for a in span.attempts]),
+        _span_json([_attempt_dict(a) for a in span.attempts]),
         span.input_tokens,
         span.output_tokens,
         span.cached_tokens,
@@ -323,9 +325,9 @@ def span_row(span: Span) -> tuple[object, ...]:
         span.status,
         span.http_status,
         span.error_code,
-        dump_json(span.flags),
+        _span_json(span.flags) if span.flags else "[]",
         span.redactions,
-        dump_json(span.extra),
+        _span_json(span.extra) if span.extra else "{}",
         span.started_at,
         span.tool,
         span.cache_write_tokens,
@@ -402,6 +404,12 @@ def _attempt(data: dict[str, Any]) -> Attempt:
 
 # What `json.dumps` builds on every call with these arguments, built once (the same text).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def _span_json(value: object) -> str:
+    # A span's JSON columns are read back as JSON, never hashed as text: orjson's output (keys
+    # in their order) is fine there, at a fraction of `dump_json`'s cost, once per span.
+    return orjson.dumps(value).decode()
 
 
 def dump_json(value: object) -> str:

@@ -3,6 +3,7 @@ direct endpoints the hottest routes are served by."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
@@ -217,23 +218,36 @@ class SSEResponse(Response):
         self._source = source
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The watcher is a bare asyncio task cancelling an anyio scope, not a task group: a
+        # group (its scopes, the task it names and spawns, its cancel at the end) was ~15 % of
+        # a whole streamed call's CPU. Cancelling through the scope keeps the shields below
+        # (the span recorded as a stream unwinds) working as they do under a task group.
+        stopped = anyio.CancelScope()
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stopped))
+        watcher.add_done_callback(_retrieved)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_disconnect, receive, tg.cancel_scope)
+            with stopped:
                 start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                 await send(start)
                 async for data in self._source:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                tg.cancel_scope.cancel()
         finally:
+            watcher.cancel()
             with anyio.CancelScope(shield=True):
                 await self._source.aclose()
 
-    @staticmethod
-    async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                scope.cancel()
-                return
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    # A receive that failed (the connection broke) ends the watch; asyncio would otherwise log
+    # the never-retrieved exception when the task is collected.
+    if not task.cancelled():
+        task.exception()
+
+
+async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return

@@ -168,9 +168,11 @@ class OpenAIIngress:
                 wire = chunk_to_wire(chunk, completion_id, env.model, created)
                 yield b"data: " + orjson.dumps(wire) + b"\n\n"
             if include_usage and usage is not None:
+                # The usage event and the end leave in one write.
                 wire = usage_chunk_to_wire(usage, completion_id, env.model, created)
-                yield b"data: " + orjson.dumps(wire) + b"\n\n"
-            yield _DONE
+                yield b"data: " + orjson.dumps(wire) + b"\n\n" + _DONE
+            else:
+                yield _DONE
         except GatewayError as exc:
             # Bytes are already out: the error travels as an SSE event the SDKs raise on.
             error = {
