@@ -2,8 +2,9 @@
 
 `base_url` is the server root; requests go to `{base_url}/v1/messages` with the provider's key
 as `x-api-key` and `anthropic-version: 2023-06-01`. Anthropic requires `max_tokens`: a request
-without one (an OpenAI client's) gets `DEFAULT_MAX_TOKENS`. Streams are relayed event by event as
-they arrive. Transport failures, statuses and `error` events are mapped once, here:
+without one (an OpenAI client's) gets `DEFAULT_MAX_TOKENS`. Streams are relayed as they
+arrive: the events of one socket read leave together, their chunks merged where no client can
+tell (`core.coalesce`). Transport failures, statuses and `error` events are mapped once, here:
 
     429 → UpstreamRateLimited        529 overloaded, 503 → UpstreamUnavailable (retryable)
     401 / 403 → UpstreamError         408, 504 → UpstreamTimeout
@@ -22,7 +23,7 @@ from adapters.egress.http import SharedHTTP
 from adapters.egress.upstream import (
     error_detail,
     json_object,
-    sse_data,
+    sse_batches,
     status_error,
     timeouts,
     transport_error,
@@ -30,6 +31,7 @@ from adapters.egress.upstream import (
 from adapters.wire.anthropic import BETA_MARK, message_reply_from_wire
 from adapters.wire.anthropic_encode import envelope_to_messages_request
 from adapters.wire.anthropic_stream import StreamDecoder
+from core.coalesce import coalesce
 from core.config import Provider as ProviderConfig
 from core.envelope import Envelope, Modality, StreamChunk
 from core.errors import (
@@ -95,12 +97,13 @@ class AnthropicProvider:
                     raise status_error(resp.status, await resp.read())
                 decoder = StreamDecoder()
                 # `event:` lines only repeat each data payload's `type`: the data is enough.
-                async for data in sse_data(resp.content):
-                    event = json_object(data)
-                    if event.get("type") == "error":
-                        raise _event_error(event)
-                    for chunk in decoder.feed(event):
+                async for batch in sse_batches(resp.content):
+                    chunks, failure = _decode(decoder, batch)
+                    # What one read brought leaves together, merged; nothing waits for more.
+                    for chunk in coalesce(chunks) if len(chunks) > 1 else chunks:
                         yield chunk
+                    if failure is not None:
+                        raise failure
                     if decoder.done:
                         break
                 if not decoder.done:
@@ -132,6 +135,26 @@ class AnthropicProvider:
         if env.trace is not None:
             headers = {**headers, "traceparent": traceparent(env.trace)}
         return headers
+
+
+def _decode(
+    decoder: StreamDecoder, batch: list[bytes]
+) -> tuple[list[StreamChunk], GatewayError | None]:
+    """The chunks of one read's events up to `message_stop`, and the failure that ended them
+    (an `error` event, a payload that is not JSON, a block the gateway can't carry): the chunks
+    before it still go."""
+    chunks: list[StreamChunk] = []
+    for data in batch:
+        try:
+            event = json_object(data)
+            if event.get("type") == "error":
+                return chunks, _event_error(event)
+            chunks.extend(decoder.feed(event))
+        except GatewayError as exc:
+            return chunks, exc
+        if decoder.done:
+            break
+    return chunks, None
 
 
 def _event_error(event: Mapping[str, Any]) -> GatewayError:

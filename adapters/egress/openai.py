@@ -1,7 +1,8 @@
 """Egress to any OpenAI-compatible server: vLLM, SGLang, MindIE, Ollama, OpenAI, Qwen, Kimi,
 DeepSeek …
 
-Streams are relayed chunk by chunk as they arrive. Usage is always requested on streams and read
+Streams are relayed as they arrive: the events of one socket read leave together, their chunks
+merged where no client can tell (`core.coalesce`). Usage is always requested on streams and read
 from whichever chunk carries it (some servers put it on the last content chunk). Transport
 failures and upstream statuses are mapped once, here, into the error tree.
 """
@@ -21,7 +22,7 @@ from adapters.egress.realtime import OpenAIVoice
 from adapters.egress.upstream import (
     error_detail,
     json_object,
-    sse_data,
+    sse_batches,
     status_error,
     timeouts,
     transport_error,
@@ -35,6 +36,7 @@ from adapters.wire.openai import (
     envelope_to_moderation_request,
     moderation_reply_from_wire,
 )
+from core.coalesce import coalesce
 from core.config import Provider as ProviderConfig
 from core.envelope import Envelope, Modality, StreamChunk
 from core.errors import (
@@ -90,15 +92,15 @@ class OpenAIProvider:
                 if resp.status >= 400:
                     raise status_error(resp.status, await resp.read())
                 done = False
-                async for data in sse_data(resp.content):
-                    if data == b"[DONE]":
-                        done = True
-                        break
-                    event = json_object(data)
-                    if "error" in event:
-                        raise UpstreamError(f"Upstream stream error: {error_detail(event)[1]}")
-                    for chunk in chunk_from_wire(event):
+                async for batch in sse_batches(resp.content):
+                    chunks, done, failure = _decode(batch)
+                    # What one read brought leaves together, merged; nothing waits for more.
+                    for chunk in coalesce(chunks) if len(chunks) > 1 else chunks:
                         yield chunk
+                    if failure is not None:
+                        raise failure
+                    if done:
+                        break
                 if not done:
                     raise UpstreamError(f"Upstream '{self.name}' ended the stream early.")
         except GatewayError:
@@ -153,6 +155,23 @@ class OpenAIProvider:
         if env.trace is None:
             return self._headers
         return {**self._headers, "traceparent": traceparent(env.trace)}
+
+
+def _decode(batch: list[bytes]) -> tuple[list[StreamChunk], bool, GatewayError | None]:
+    """The chunks of one read's events, whether `[DONE]` was among them, and the failure that
+    ended them (an `error` event, a payload that is not JSON): the chunks before it still go."""
+    chunks: list[StreamChunk] = []
+    for data in batch:
+        if data == b"[DONE]":
+            return chunks, True, None
+        try:
+            event = json_object(data)
+        except UpstreamError as exc:
+            return chunks, False, exc
+        if "error" in event:
+            return chunks, False, UpstreamError(f"Upstream stream error: {error_detail(event)[1]}")
+        chunks.extend(chunk_from_wire(event))
+    return chunks, False, None
 
 
 def _trace_header(env: Envelope) -> dict[str, str]:

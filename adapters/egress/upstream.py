@@ -84,21 +84,22 @@ def transport_error(name: str, exc: BaseException) -> GatewayError:
     return UpstreamError(f"Upstream '{name}' failed: {type(exc).__name__}.")
 
 
-async def sse_data(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
-    """The `data:` payloads of an SSE body, as they arrive.
+async def sse_batches(content: aiohttp.StreamReader) -> AsyncGenerator[list[bytes], None]:
+    """The `data:` payloads of an SSE body, one list per socket read that completed any.
 
     Reads whatever the socket has in one go and splits it here: awaiting the reader once per
-    line cost more than the rest of the relay.
+    line cost more than the rest of the relay. The events of one read are handed on together
+    (and never held back for the next read), so the caller can merge what arrived together.
     """
     pending = b""
     async for block in content.iter_any():
-        lines = (pending + block).split(b"\n")
+        lines = (pending + block).split(b"\n") if pending else block.split(b"\n")
         pending = lines.pop()
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
+        batch = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+        if batch:
+            yield batch
     if pending.startswith(b"data:"):
-        yield pending[5:].strip()
+        yield [pending[5:].strip()]
 
 
 def timeouts(config: ProviderConfig) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:

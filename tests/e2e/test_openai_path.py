@@ -65,7 +65,7 @@ def test_chat_completion_returns_the_upstream_answer_and_usage(deployment: Deplo
     assert raw.headers["x-request-id"].startswith("req_")
 
 
-def test_streamed_chat_relays_every_chunk_and_the_upstream_usage(deployment: Deployment) -> None:
+def test_streamed_chat_relays_the_text_and_the_upstream_usage(deployment: Deployment) -> None:
     stream = gateway_client(deployment).chat.completions.create(
         model="chat", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
@@ -73,8 +73,9 @@ def test_streamed_chat_relays_every_chunk_and_the_upstream_usage(deployment: Dep
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     direct = direct_client(deployment).chat.completions.create(model="sim-large", messages=MESSAGES)
     assert text == direct.choices[0].message.content
-    content_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]
-    assert len(content_chunks) > 1  # relayed piece by piece, not as one block
+    # The events of one upstream read leave as one chunk (`core.coalesce`), and the sim's whole
+    # reply can come in one read: that the gateway relays before the upstream has finished is
+    # checked with a held upstream (tests/e2e/test_streaming.py).
     assert chunks[-1].usage is not None and direct.usage is not None
     assert chunks[-1].usage.prompt_tokens == direct.usage.prompt_tokens
     assert chunks[-1].usage.completion_tokens == direct.usage.completion_tokens

@@ -86,7 +86,11 @@ class HeldStream:
         )
         self.request_id = raw.headers["x-request-id"]
         self._chunks = iter(raw.parse())
-        self.text = "".join(self._delta(next(self._chunks)) for _ in range(2))
+        # Up to the first text, which the upstream sends before its hold. Not "two chunks": the
+        # gateway merges what one upstream read brought, so two events may be one chunk.
+        self.text = ""
+        while not self.text:
+            self.text = self._delta(next(self._chunks))
         self.usage: Any = None
 
     def finish(self) -> str:

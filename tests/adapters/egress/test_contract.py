@@ -180,7 +180,9 @@ async def test_stream_text_equals_the_sent_text_and_ends_with_usage(connect: Con
     chunks = await collect(provider, env)
     sent = await provider.send(env)
     assert "".join(c.text or "" for c in chunks) == sent.messages[0].text()
-    assert sum(1 for c in chunks if c.text) > 1  # relayed piece by piece
+    # Not "more than one text chunk": the HTTP egresses merge what one socket read brought
+    # (`core.coalesce`), and a fast upstream's whole reply can come in one read. That chunks are
+    # relayed before the upstream has finished is what the held-stream tests check.
     assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
     usages = [c.usage for c in chunks if c.usage is not None]
     assert usages == [sent.usage]
@@ -292,7 +294,8 @@ async def test_anthropic_face_holds_a_stream_until_released(sims: SimServers) ->
     finally:
         await http.aclose()
     assert first.role == "assistant"
-    assert "".join(c.text or "" for c in rest) == "sim: one two three"
+    # What came before the hold may have been read, and merged, together with message_start.
+    assert "".join(c.text or "" for c in [first, *rest]) == "sim: one two three"
 
 
 async def test_anthropic_egress_sends_its_key_version_and_a_default_max_tokens(
