@@ -81,8 +81,9 @@ class LiveStream(AsyncGenerator[StreamChunk, None]):
         try:
             await self._inner.aclose()
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._end(None)
+            if not self._ended:  # ended already (the usual case): nothing left to shield
+                with anyio.CancelScope(shield=True):
+                    await self._end(None)
 
     async def _end(self, error: GatewayError | None) -> None:
         if self._ended:

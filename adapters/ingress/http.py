@@ -234,8 +234,15 @@ class SSEResponse(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
-            with anyio.CancelScope(shield=True):
-                await self._source.aclose()
+            if unfinished(self._source):  # a finished generator closes without awaiting
+                with anyio.CancelScope(shield=True):
+                    await self._source.aclose()
+
+
+def unfinished(source: AsyncGenerator[Any, None]) -> bool:
+    """Whether closing `source` may still run code (and so needs shielding from cancellation):
+    a native async generator that ran to its end has no frame left; anything else may."""
+    return getattr(source, "ag_frame", True) is not None
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:

@@ -25,6 +25,7 @@ from adapters.ingress.http import (
     call_info,
     parse_json_model,
     read_body,
+    unfinished,
 )
 from adapters.wire.openai import (
     ChatRequest,
@@ -185,8 +186,9 @@ class OpenAIIngress:
             }
             yield b"data: " + orjson.dumps(error) + b"\n\n"
         finally:
-            with anyio.CancelScope(shield=True):
-                await chunks.aclose()
+            if unfinished(chunks):
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()
 
 
 def _is_usage_only(chunk: StreamChunk) -> bool:

@@ -136,6 +136,11 @@ class ChatRequest(_Wire):
     user: str | None = None
 
 
+_CHAT_SCALARS = tuple(
+    name for name in ChatRequest.model_fields if name not in ("messages", "tools", "stream_options")
+)
+
+
 class EmbeddingRequest(_Wire):
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
@@ -164,7 +169,13 @@ def chat_request_to_envelope(req: ChatRequest, request_id: str) -> Envelope:
     Raises:
         UnsupportedContent: a content part of a type the gateway cannot carry.
     """
-    raw = req.model_dump(exclude_unset=True, exclude={"messages", "tools", "stream_options"})
+    # What `req.model_dump(exclude_unset=True, exclude=...)` gives (declared fields the client
+    # set, in declaration order, then its other fields as sent) without its general machinery:
+    # the declared fields read here are all scalars.
+    fields_set = req.model_fields_set
+    raw = {k: getattr(req, k) for k in _CHAT_SCALARS if k in fields_set}
+    if req.model_extra:
+        raw.update(req.model_extra)
     params = {k: v for k, v in raw.items() if k in GENERIC_PARAMS}
     extra = {
         k: v

@@ -89,3 +89,41 @@ def test_the_server_settles_the_garbage_collector_once_started() -> None:
     assert out[0] == "700"
     assert out[1] == out[2] == "10000"
     assert out[3] == "True"
+
+
+def test_chat_decoding_takes_the_fields_model_dump_would_in_its_order() -> None:
+    from adapters.wire.openai import ChatRequest, chat_request_to_envelope
+
+    bodies = [
+        {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        {
+            "zeta": 1,
+            "model": "m",
+            "top_p": 0.5,
+            "messages": [{"role": "user", "content": "x"}],
+            "metadata": {"a": [1, 2]},
+            "temperature": 0.1,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": None,
+            "user": "u",
+            "alpha": {"nested": True},
+            "_private": 1,
+        },
+    ]
+    for body in bodies:
+        req = ChatRequest.model_validate(body)
+        dumped = req.model_dump(exclude_unset=True, exclude={"messages", "tools", "stream_options"})
+        env = chat_request_to_envelope(req, "req_1")
+        seen = {**env.params, **env.extra}
+        seen.pop("include_usage", None)  # from stream_options, decoded on its own
+        expected = {
+            k: v
+            for k, v in dumped.items()
+            if k not in ("model", "stream") and not k.startswith("_")
+        }
+        assert seen == expected
+        assert list(env.extra) == [k for k in expected if k in env.extra]
+        assert list(env.params) == [k for k in expected if k in env.params] + (
+            ["include_usage"] if "include_usage" in env.params else []
+        )

@@ -193,5 +193,7 @@ def running(
         for name, gw, workdir in started:
             gw.stop()  # a clean stop flushes the write-behind span queue
             dep.spans_by_gateway[name] = _count_spans(workdir / "gw.db")
+            if os.environ.get("AGENTGW_PERF_LOGS"):  # the gateway's own account of failures
+                print(f"--- {name} log ---\n{gw.log()}", file=sys.stderr)
         if started:
             dep.spans_recorded = dep.spans_by_gateway[started[0][0]]
