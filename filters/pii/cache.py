@@ -17,8 +17,17 @@ CacheKey = tuple[bytes, tuple[str, ...]]
 
 def cache_key(text: str, entities: Collection[str]) -> CacheKey:
     """The key of `text` analysed for `entities` (order of entities does not matter)."""
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    return digest, tuple(sorted(entities))
+    return text_digest(text), entity_key(entities)
+
+
+def text_digest(text: str) -> bytes:
+    """The text's part of a `cache_key`."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def entity_key(entities: Collection[str]) -> tuple[str, ...]:
+    """The entities' part of a `cache_key` (computed once for many texts)."""
+    return tuple(sorted(entities))
 
 
 class AnalysisCache:

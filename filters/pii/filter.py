@@ -23,7 +23,7 @@ from core.envelope import Envelope, Finding, Scope, StreamChunk
 from core.errors import ContentBlocked, FilterUnavailable, GatewayError
 from core.filtering import Continue, Decision, FilterContext, Reject, Rewrite
 from filters.pii.actions import ACTIONS, FILTER_NAME, Action, Pseudonyms, Redactor, canonical
-from filters.pii.cache import AnalysisCache, cache_key
+from filters.pii.cache import AnalysisCache, cache_key, entity_key, text_digest
 from filters.pii.engine import Analyzer, PIIAnalyzer, merge_overlaps
 from filters.pii.entities import (
     DEFAULT_ENTITIES,
@@ -275,6 +275,8 @@ class PIIFilter:
         self, rules: _Rules, segment: str, context: str, scope: Scope, findings: list[Finding]
     ) -> str:
         text = context + segment
+        if not self._precheck_for(rules.reply_entities)(text):
+            return segment  # what `_detect` would conclude, without its bookkeeping per chunk
         try:
             found = await self._detect([text], rules.reply_entities, cache=False)
         except AnalysisFailed as exc:
@@ -321,19 +323,21 @@ class PIIFilter:
         Raises:
             AnalysisFailed: the analyzer raised, or did not finish within the timeout.
         """
-        precheck = self._prechecks.get(entities) or self._precheck(entities)
+        precheck = self._precheck_for(entities)
+        names = entity_key(entities)
         found: dict[str, tuple[Detection, ...]] = {}
         pending: list[str] = []
         for text in texts:
             if text in found:
                 continue
-            hit = self._cache.get(cache_key(text, entities)) if cache else None
-            if hit is not None:
-                found[text] = hit
-            elif not text or not precheck(text):
+            # The pre-check first: the cache never holds a text it turns away, and it is cheaper
+            # than the digest the cache is keyed by.
+            if not text or not precheck(text):
                 found[text] = ()
-            else:
-                found[text] = ()
+                continue
+            hit = self._cache.get((text_digest(text), names)) if cache else None
+            found[text] = () if hit is None else hit
+            if hit is None:
                 pending.append(text)
         if not pending:
             return found
@@ -341,8 +345,11 @@ class PIIFilter:
         for text, detections in zip(pending, results, strict=True):
             found[text] = detections
             if cache:
-                self._cache.put(cache_key(text, entities), detections)
+                self._cache.put((text_digest(text), names), detections)
         return found
+
+    def _precheck_for(self, entities: tuple[str, ...]) -> PreCheck:
+        return self._prechecks.get(entities) or self._precheck(entities)
 
     async def _analyze(
         self, texts: list[str], entities: Collection[str]

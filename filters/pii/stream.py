@@ -33,11 +33,15 @@ DEFAULT_MAX_HOLD = 64
 CONTEXT_CHARS = 64
 _MAX_PLACEHOLDER = 64
 
-_HARD = re.compile(
-    '[\n\r"'
+_HARD_CHARS = (
+    '\n\r"'
     "\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"  # CJK punctuation
-    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"  # CJK letters
+    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"  # CJK letters
 )
+# The last hard boundary character (what follows it holds none), and any whitespace
+# (`\s` on str patterns is exactly `str.isspace`).
+_LAST_HARD = re.compile(f"[{_HARD_CHARS}][^{_HARD_CHARS}]*\\Z")
+_SPACE = re.compile(r"\s")
 _PARTIAL_PLACEHOLDER = re.compile(r"<[A-Z0-9_]*\Z")
 _SENTENCE_END = ".!?;:,"
 
@@ -67,23 +71,23 @@ def release_point(
 
 
 def _boundary(buf: str, ner: bool) -> int:
-    for i in range(len(buf), 0, -1):
-        prev = buf[i - 1]
-        if _HARD.match(prev):
-            return i
-        # A space is a boundary only once we can see what follows it.
-        if not prev.isspace() or i == len(buf):
-            continue
-        nxt = buf[i]
+    # The last index i (from the end) where buf[i - 1] is a hard boundary or a space that may
+    # end a segment; scanning only the spaces after the last hard character finds the same i.
+    last = _LAST_HARD.search(buf)
+    hard = last.start() + 1 if last is not None else 0
+    # A space is a boundary only once we can see what follows it: never the last character.
+    spaces = [m.start() for m in _SPACE.finditer(buf, hard, len(buf) - 1)]
+    for at in reversed(spaces):
+        nxt = buf[at + 1]
         if nxt.isspace() or nxt.isdigit() or nxt in "+(":
             continue
-        left = buf[:i].rstrip()
+        left = buf[: at + 1].rstrip()
         if left and (left[-1].isdigit() or left[-1] == ")"):
             continue
         if ner and not (left and left[-1] in _SENTENCE_END):
             continue
-        return i
-    return 0
+        return at + 1
+    return hard
 
 
 def _forced(buf: str, cut: int, max_hold: int) -> int:

@@ -7,7 +7,8 @@ import spacy
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
-from filters.pii.engine import _ContextEnhancer, _FastPhoneRecognizer
+from filters.pii.engine import _ContextEnhancer
+from filters.pii.phones import FastPhoneRecognizer
 
 TEXTS = [
     "Call +1 212-555-0147 or +44 20 7946 0958 today.",
@@ -29,7 +30,7 @@ def test_the_fast_phone_recognizer_finds_what_presidios_finds(text: str) -> None
     def spans(recognizer: PhoneRecognizer) -> list[tuple[int, int, float]]:
         return sorted((r.start, r.end, r.score) for r in recognizer.analyze(text, ["PHONE_NUMBER"]))
 
-    assert spans(_FastPhoneRecognizer()) == spans(PhoneRecognizer())
+    assert spans(FastPhoneRecognizer()) == spans(PhoneRecognizer())
 
 
 def test_the_context_enhancer_finds_the_same_token_for_every_offset() -> None:

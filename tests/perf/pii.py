@@ -5,22 +5,30 @@
 Added latency per request for a new 300-character and a new 4 KB message (pattern mode; NER when
 its model package is installed), the per-turn cost across a 20-turn replayed session, and recall
 and precision per entity type on fixtures/pii/matrix.json.
+
+Pattern mode also gets the analyzer alone on a new ~90-character prompt holding an e-mail and a
+phone number (the gateway benchmark's `--unique` prompt), CPU per text, both with our pattern
+engine and with Presidio's own engine (`analyze_reference`): once with a phone number new every
+time, once with the same number (as in that benchmark; the phone verdicts are remembered).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from core.access import Principal
 from core.envelope import Envelope, Message, Modality, TextPart
 from core.filtering import FilterContext
-from filters.pii import PIIFilter
+from filters.pii import PIIAnalyzer, PIIFilter
 from filters.pii.engine import NER_MODEL
+from filters.pii.entities import DEFAULT_ENTITIES
 
 ROOT = Path(__file__).parents[2]
 SENTENCE = "Please call +1 212-555-0147 or write to jane.roe@example.com about order {n}. "
@@ -89,7 +97,39 @@ async def _quality(pii: PIIFilter) -> dict[str, tuple[int, int, int]]:
     return scores
 
 
+def _prompts(new_phone: bool, first: int) -> Iterator[str]:
+    for n in itertools.count(first):
+        phone = f"202-555-{n % 10_000:04d}" if new_phone else "202-555-0147"
+        yield f"Write to user-{n:x}q@example.com or call {phone} about ticket {n:x}q."
+
+
+def _analyzer_cpu(analyze: Callable[[str], object], prompts: Iterator[str], runs: int) -> float:
+    """CPU p50 in microseconds of `analyze` on the next `runs` prompts."""
+    cpu = []
+    for _ in range(runs):
+        text = next(prompts)
+        start = time.thread_time()
+        analyze(text)
+        cpu.append(time.thread_time() - start)
+    return statistics.median(cpu) * 1e6
+
+
+def analyzer_figures(runs: int = 300) -> None:
+    analyzer = PIIAnalyzer()
+    analyzer.load()
+    entities = list(DEFAULT_ENTITIES)
+    for label, new_phone in (("new phone each time", True), ("same phone", False)):
+        # Disjoint prompt streams: neither path sees a number the other one saw.
+        ours = _analyzer_cpu(lambda t: analyzer.analyze(t, entities), _prompts(new_phone, 1), runs)
+        theirs = _analyzer_cpu(
+            lambda t: analyzer.analyze_reference(t, entities), _prompts(new_phone, 5001), runs
+        )
+        print(f"[pattern] analyzer, 90-char e-mail + phone prompt, {label}: CPU p50 "
+              f"{ours:.0f} us (Presidio's engine {theirs:.0f} us)")  # fmt: skip
+
+
 async def main() -> None:
+    analyzer_figures()
     modes = [("pattern", False)]
     if importlib.util.find_spec(NER_MODEL) is not None:
         modes.append(("NER", True))

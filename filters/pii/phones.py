@@ -1,0 +1,314 @@
+"""Phone numbers: Presidio's phone recognizer, with phonenumbers' matcher made cheaper.
+
+Presidio runs phonenumbers' matcher once per region (8 passes over the text) and parses every
+candidate in each. The answers here are the same (spans and scores; a test compares them on a
+corpus) for less work:
+
+- a text with no candidate at all is skipped (each pass starts with the same regex search);
+- the candidates (a regex scan, the same for every region) are found once per text;
+- a candidate with too few digits to be valid in a region is not parsed for it (`_fewest_digits`);
+- verdicts are remembered: across regions for '+' numbers, across texts for repeated numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import PhoneNumber, PhoneNumberMatch
+from phonenumbers.phonenumberutil import (
+    COUNTRY_CODE_TO_REGION_CODE,
+    COUNTRY_CODES_FOR_NON_GEO_REGIONS,
+    SUPPORTED_REGIONS,
+)
+from presidio_analyzer import EntityRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+# phonenumbers' candidate pattern: every match its matcher reports, in any region, starts as a hit
+# of this expression, so a text without one holds no phone number.
+_PHONE_CANDIDATE: re.Pattern[str] = phonenumbers.phonenumbermatcher._PATTERN
+_SECOND_NUMBER_START: re.Pattern[str] = vars(phonenumbers.phonenumbermatcher)[
+    "_SECOND_NUMBER_START_PATTERN"
+]
+# The fewest digits a valid number's national part has, in any region (min of every region's
+# possible lengths: 4); the national part is made of the candidate's digits (letters, in vanity
+# numbers), so a candidate with fewer digits and letters than this is valid nowhere.
+# (An empty list would mean "any length": then no floor at all.)
+_MIN_VALID_DIGITS = min(
+    min(meta.general_desc.possible_length, default=1)
+    for meta in (
+        *(phonenumbers.PhoneMetadata.metadata_for_region(r) for r in SUPPORTED_REGIONS),
+        *(
+            phonenumbers.PhoneMetadata.metadata_for_nongeo_region(c)
+            for c in COUNTRY_CODES_FOR_NON_GEO_REGIONS
+        ),
+    )
+    if meta is not None and meta.general_desc is not None
+)
+_MATCHER = vars(phonenumbers.phonenumbermatcher)
+_INNER_MATCHES: tuple[re.Pattern[str], ...] = _MATCHER["_INNER_MATCHES"]
+_UNWANTED_END_CHAR: re.Pattern[str] = _MATCHER["_UNWANTED_END_CHAR_PATTERN"]
+_SLASH_SEPARATED_DATES: re.Pattern[str] = _MATCHER["_SLASH_SEPARATED_DATES"]
+_TIME_STAMPS: re.Pattern[str] = _MATCHER["_TIME_STAMPS"]
+_TIME_STAMPS_SUFFIX: re.Pattern[str] = _MATCHER["_TIME_STAMPS_SUFFIX"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What phonenumbers' matcher tries for one candidate, whatever the region.
+
+    `dated`: it is skipped as a date or a time stamp. `inner`: per inner pattern, the parts
+    `_extract_inner_match` would parse in turn (the text before the first inner match, then
+    each inner match), with their offsets.
+    """
+
+    dated: bool
+    inner: tuple[tuple[tuple[str, int], ...], ...]
+
+
+def _plan(text: str, candidate: str, offset: int) -> _Plan:
+    """`_extract_match`'s region-independent work for `candidate`, as phonenumbers does it."""
+    if _SLASH_SEPARATED_DATES.search(candidate):
+        return _Plan(True, ())
+    if _TIME_STAMPS.search(candidate) and _TIME_STAMPS_SUFFIX.match(
+        text[offset + len(candidate) :]
+    ):
+        return _Plan(True, ())
+    inner: list[tuple[tuple[str, int], ...]] = []
+    for pattern in _INNER_MATCHES:
+        hit = pattern.search(candidate)
+        parts: list[tuple[str, int]] = []
+        if hit is not None:
+            parts.append((_trim(candidate[: hit.start()]), offset))
+        while hit is not None:
+            parts.append((_trim(hit.group(1)), offset + hit.start(1)))
+            hit = pattern.search(candidate, hit.start() + 1)
+        inner.append(tuple(parts))
+    return _Plan(False, tuple(inner))
+
+
+def _trim(part: str) -> str:
+    end = _UNWANTED_END_CHAR.search(part)
+    return part if end is None else part[: end.start()]
+
+
+_VerdictKey = tuple[str, str, str, str]
+_NO_NUMBER = PhoneNumber()  # a match's number is never read here, only its span
+
+
+class PhoneVerdicts:
+    """Bounded memo of phonenumbers' verdict on one candidate (a match, or None).
+
+    `PhoneNumberMatcher._parse_and_verify(candidate, offset)` reads nothing of the text but the
+    candidate and the characters just before and after it, plus the matcher's region and leniency:
+    the verdict is a pure function of those, so it can be shared across regions ('+' candidates,
+    see `_SharedMatcher`) and across texts (a number that recurs is parsed once). Past `maxsize`
+    entries the memo starts over.
+    """
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self.maxsize = maxsize
+        # Values are 1-tuples, so "not known" (None) differs from "known: no number" ((None,)).
+        self._entries: dict[_VerdictKey, tuple[PhoneNumber | None]] = {}
+
+    def get(self, key: _VerdictKey) -> tuple[PhoneNumber | None] | None:
+        return self._entries.get(key)  # one call: safe while another thread clears
+
+    def put(self, key: _VerdictKey, number: PhoneNumber | None) -> None:
+        if len(self._entries) >= self.maxsize:
+            self._entries.clear()
+        self._entries[key] = (number,)
+
+
+class _SharedMatcher(phonenumbers.PhoneNumberMatcher):
+    """phonenumbers' matcher for one region, sharing work with the other regions' matchers.
+
+    - Candidates (where each regex search from an index lands) are the same for every region:
+      found once per text, in `candidates`.
+    - A candidate written with its country code ("+1 212 …") parses and validates the same
+      whatever the default region (the region only fills in a missing country code, and the
+      national-prefix check passes for numbers given with '+'), so one verdict serves every
+      region's pass; any other candidate's verdict is remembered for its region (`verdicts`).
+    - A candidate with fewer digits than any valid number read in this region needs (see
+      `_fewest_digits`) is refused without parsing; with fewer than any region's minimum, its
+      inner parts are not tried either.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        region: str,
+        leniency: int,
+        verdicts: PhoneVerdicts,
+        candidates: dict[int, tuple[int, str] | None],
+        plans: dict[tuple[int, str], _Plan],
+        floor: int,
+    ) -> None:
+        super().__init__(text, region, leniency=leniency)
+        self._verdicts = verdicts
+        self._candidates = candidates
+        self._plans = plans
+        self._scope = f"{region}/{leniency}"
+        self._valid_only = leniency >= phonenumbers.Leniency.VALID
+        self._floor = floor
+
+    def _find(self, index: int) -> PhoneNumberMatch | None:
+        # phonenumbers' own loop, but with the candidate found from each index (a regex scan,
+        # the same for every region) looked up in a memo shared by this text's matchers.
+        found = self._candidate_at(index)
+        while self._max_tries > 0 and found is not None:
+            start, candidate = found
+            if len(candidate) >= self._min_candidate_length:
+                match = self._extract_match(candidate, start)
+                if match is not None:
+                    return match
+                self._max_tries -= 1
+            found = self._candidate_at(start + len(candidate))
+        return None
+
+    def _candidate_at(self, index: int) -> tuple[int, str] | None:
+        """The next candidate at or after `index`: its start, and its text trimmed as upstream."""
+        if index in self._candidates:
+            return self._candidates[index]
+        hit = _PHONE_CANDIDATE.search(self.text, index)
+        found = None
+        if hit is not None:
+            candidate = self._trim_after_first_match(_SECOND_NUMBER_START, hit.group())
+            found = (hit.start(), candidate)
+        self._candidates[index] = found
+        return found
+
+    def _extract_match(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
+        # phonenumbers' `_extract_match` and `_extract_inner_match`, step for step (same parts
+        # tried in the same order, same count of tries used), with the parts worked out once per
+        # text (`_Plan`, region-independent) instead of once per region.
+        plan = self._plans.get((offset, candidate))
+        if plan is None:
+            plan = self._plans[(offset, candidate)] = _plan(self.text, candidate, offset)
+        if plan.dated:
+            return None
+        match = self._parse_and_verify(candidate, offset)
+        if match is not None:
+            return match
+        for parts in plan.inner:
+            if self._max_tries <= 0:
+                continue  # upstream's loop condition fails before its first part
+            for i, (part, at) in enumerate(parts):
+                if i >= 2 and self._max_tries <= 0:
+                    break  # (the head and the first group are tried without a check between)
+                match = self._parse_and_verify(part, at)
+                if match is not None:
+                    return match
+                self._max_tries -= 1
+        return None
+
+    def _parse_and_verify(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
+        if self._valid_only:
+            digits = _digits_and_letters(candidate)
+            if digits < _MIN_VALID_DIGITS:
+                return None  # too few digits to be valid anywhere
+            if digits < self._floor and (digits <= _MIN_VALID_DIGITS or not _has_plus(candidate)):
+                return None  # too few to be valid when read in this region (`_fewest_digits`)
+        text = self.text
+        end = offset + len(candidate)
+        before = text[offset - 1] if offset > 0 else ""
+        after = text[end] if end < len(text) else ""
+        plus = candidate[:1] in ("+", "\uff0b")
+        key = (candidate, before, after, f"+/{self.leniency}" if plus else self._scope)
+        known = self._verdicts.get(key)
+        if known is None:
+            match = super()._parse_and_verify(candidate, offset)
+            self._verdicts.put(key, None if match is None else match.number)
+            return match
+        number = known[0]
+        return None if number is None else PhoneNumberMatch(offset, candidate, number)
+
+
+def _fewest_digits(region: str) -> int:
+    """The fewest digits (and letters) a candidate needs to parse, in `region`, as a valid number.
+
+    Without a '+' or an international prefix, the number keeps the region's country code, and
+    its national part (the candidate's digits, less any prefixes) must be at least the shortest
+    length valid for that code. An international prefix (at least as many digits as its shortest
+    match) or a '+' lets the number name another country code: one digit or more, plus a national
+    part of at least `_MIN_VALID_DIGITS`. The smallest of these bounds is a floor for any valid
+    number read in `region`; below it, parsing is skipped (`_SharedMatcher`).
+    """
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if meta is None or meta.country_code is None:
+        return _MIN_VALID_DIGITS
+    own = []
+    for other in COUNTRY_CODE_TO_REGION_CODE.get(meta.country_code, ()):
+        other_meta = phonenumbers.PhoneMetadata.metadata_for_region(other)
+        if other_meta is None or other_meta.general_desc is None:
+            return _MIN_VALID_DIGITS
+        own.append(min(other_meta.general_desc.possible_length, default=1))
+    prefix = _shortest_match(meta.international_prefix)
+    return min([*own, prefix + 1 + _MIN_VALID_DIGITS])
+
+
+def _shortest_match(pattern: str | None, longest: int = 3) -> int:
+    """Length of the shortest digit string `pattern` matches whole (`longest` + 1 if none is
+    up to `longest` long, 1 if there is no pattern: lower bounds, either way)."""
+    if pattern is None:
+        return 1
+    compiled = re.compile(pattern)
+    for length in range(1, longest + 1):
+        for digits in itertools.product("0123456789", repeat=length):
+            if compiled.fullmatch("".join(digits)):
+                return length
+    return longest + 1
+
+
+def _has_plus(candidate: str) -> bool:
+    return "+" in candidate or "\uff0b" in candidate
+
+
+def _digits_and_letters(candidate: str) -> int:
+    # `isalnum` holds for every digit and letter (and a few more numerals): an upper bound.
+    return sum(map(str.isalnum, candidate))
+
+
+class FastPhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer (same regions, leniency, spans and scores), faster.
+
+    Presidio runs phonenumbers' matcher once per region (8 passes) and then parses every match
+    again only to name its region in an explanation we never read; here the second parse is gone,
+    a text with no candidate at all is skipped, and the passes share their work (`_SharedMatcher`).
+    Tests compare the two on corpora (tests/filters/test_pii_fast.py, test_pii_speed.py).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verdicts = PhoneVerdicts()
+        self._floors = {region: _fewest_digits(region) for region in self.supported_regions}
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        if _PHONE_CANDIDATE.search(text) is None:
+            return []  # no candidate for any region's matcher (each starts with this search)
+        # One result per span: Presidio makes one per region and match, all with the same score,
+        # and its `remove_duplicates` keeps one of equal ones (equal: same entity, span, score).
+        spans: dict[tuple[int, int], str] = {}
+        candidates: dict[int, tuple[int, str] | None] = {}
+        plans: dict[tuple[int, str], _Plan] = {}
+        for region in self.supported_regions:
+            floor = self._floors[region]
+            leniency = self.leniency or 0
+            matcher = _SharedMatcher(
+                text, region, leniency, self.verdicts, candidates, plans, floor
+            )
+            for match in matcher:
+                spans.setdefault((match.start, match.end), region)
+        results: list[RecognizerResult] = [
+            self._get_recognizer_result(  # type: ignore[no-untyped-call]
+                PhoneNumberMatch(start, text[start:end], _NO_NUMBER), text, region, nlp_artifacts
+            )
+            for (start, end), region in spans.items()
+        ]
+        deduped: list[RecognizerResult] = EntityRecognizer.remove_duplicates(results)
+        return deduped
