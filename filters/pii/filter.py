@@ -83,6 +83,11 @@ class AnalysisFailed(Exception):
         self.reason = reason
 
 
+# Texts of a call up to this many characters in all are analysed on the event loop in pattern
+# mode (~0.4 ms for 300 characters, ~1.5 ms at this size); longer ones go to a worker thread.
+INLINE_CHARS = 1_000
+
+
 class PIIFilter:
     """Finds personal data with Presidio and our recognizers; redacts, masks, hashes,
     pseudonymizes (restoring replies) or blocks, per entity type.
@@ -151,6 +156,12 @@ class PIIFilter:
             for p in policies
         ]
         self.timeout = timeout_ms / 1000
+        # Pattern mode with Presidio's own recognizers only runs short texts right here: handing
+        # them to a worker thread cost more CPU than analysing them, and at 32 concurrent calls
+        # up to 32 threads queued on the GIL. NER, custom regexes (an operator's pattern may
+        # backtrack badly) and long texts still go to a thread, under `timeout`.
+        inline = isinstance(self._analyzer, PIIAnalyzer) and not ner and not self._recognizers
+        self._inline_chars = INLINE_CHARS if inline else 0
         self.fail: Fail = fail
         self.analyses = 0
         self._count = count
@@ -378,6 +389,8 @@ class PIIFilter:
                 # Not under the deadline: loading happens once and is bounded (no downloads).
                 await anyio.to_thread.run_sync(analyzer.load)
                 self._loaded = True
+            if sum(len(t) for t in texts) <= self._inline_chars:
+                return work()
             with anyio.fail_after(self.timeout):
                 # A timed-out analysis is abandoned, not killed: the thread finishes on its own.
                 return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)

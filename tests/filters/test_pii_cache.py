@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Collection
+
 import pytest
 
 from core.envelope import Envelope, Message, Modality, TextPart
 from core.filtering import Rewrite
 from filters.pii import Detection, PIIAnalyzer, PIIFilter
 from filters.pii.cache import AnalysisCache, cache_key
+from filters.pii.filter import INLINE_CHARS
+from filters.pii.recognizers import RegexRecognizer
 from tests.filters.pii_support import SECRET, context, user
 
 
@@ -72,3 +77,42 @@ def test_cache_evicts_the_least_recently_used_entry() -> None:
 def test_cache_key_depends_on_the_entity_set_not_its_order() -> None:
     assert cache_key("x", ["A", "B"]) == cache_key("x", ["B", "A"])
     assert cache_key("x", ["A"]) != cache_key("x", ["A", "B"])
+
+
+class _WatchedAnalyzer(PIIAnalyzer):
+    """The real pattern-mode analyzer, noting which thread each analysis ran on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def analyze(self, text: str, entities: Collection[str]) -> tuple[Detection, ...]:
+        self.threads.append(threading.get_ident())
+        return super().analyze(text, entities)
+
+
+@pytest.mark.anyio
+async def test_short_texts_are_analysed_on_the_loop_long_ones_in_a_worker() -> None:
+    watched = _WatchedAnalyzer()
+    pii = PIIFilter(secret=SECRET, analyzer=watched)
+    loop_thread = threading.get_ident()
+
+    short = await pii.on_request(user("Mail me at short@example.com please."), context())
+    assert isinstance(short, Rewrite)
+    assert watched.threads == [loop_thread]
+
+    filler = "Nothing to see in this sentence at all. " * (INLINE_CHARS // 40 + 1)
+    long = await pii.on_request(user(filler + "Mail me at long@example.com."), context())
+    assert isinstance(long, Rewrite)
+    assert "long@example.com" not in long.envelope.messages[0].text()
+    assert len(watched.threads) == 2 and watched.threads[1] != loop_thread
+
+
+@pytest.mark.anyio
+async def test_custom_recognizers_keep_every_analysis_in_a_worker() -> None:
+    watched = _WatchedAnalyzer()
+    custom = RegexRecognizer("TICKET", r"TCK-\d{4}", 0.9)
+    pii = PIIFilter(secret=SECRET, analyzer=watched, recognizers=[custom])
+    decision = await pii.on_request(user("Ticket TCK-1234 for short@example.com"), context())
+    assert isinstance(decision, Rewrite)
+    assert watched.threads and watched.threads[0] != threading.get_ident()
