@@ -170,8 +170,56 @@ def _decode(batch: list[bytes]) -> tuple[list[StreamChunk], bool, GatewayError |
             return chunks, False, exc
         if "error" in event:
             return chunks, False, UpstreamError(f"Upstream stream error: {error_detail(event)[1]}")
+        text = _plain_text(event)
+        if text is not None and chunks and _takes_text(chunks[-1]):
+            # Most events are a bare text delta: appended here, as `coalesce` would merge it,
+            # without decoding it into a chunk of its own first.
+            last = chunks[-1]
+            last.text = text if last.text is None else last.text + text
+            continue
         chunks.extend(chunk_from_wire(event))
     return chunks, False, None
+
+
+_PLAIN_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
+
+
+def _plain_text(event: dict[str, Any]) -> str | None:
+    """The text of an event that is one bare, non-empty text delta of the first choice (nothing
+    else: no role, finish, usage, logprobs, tool calls or other fields), else None."""
+    choices = event.get("choices")
+    if not isinstance(choices, list) or len(choices) != 1 or event.get("usage") is not None:
+        return None
+    choice = choices[0]
+    if (
+        not isinstance(choice, dict)
+        or choice.get("index", 0) != 0
+        or choice.get("finish_reason") is not None
+        or choice.get("logprobs") is not None
+        or not choice.keys() <= _PLAIN_CHOICE_KEYS
+    ):
+        return None
+    delta = choice.get("delta")
+    if not isinstance(delta, dict) or delta.keys() != {"content"}:
+        return None
+    text = delta["content"]
+    return text if isinstance(text, str) and text else None
+
+
+def _takes_text(c: StreamChunk) -> bool:
+    """Whether `coalesce` would merge a bare text delta of choice 0 into `c`."""
+    return (
+        c.index == 0
+        and c.scope is None
+        and c.finish_reason is None
+        and c.usage is None
+        and not c.tool_calls
+        and not c.extra
+        # A role opens a message (so `c` joined nothing before it); non-empty text means `c`
+        # could only have joined a run without tool calls. An empty text may have joined a
+        # tool call's run: left to `coalesce`, as is everything else.
+        and (c.role is not None or bool(c.text))
+    )
 
 
 def _trace_header(env: Envelope) -> dict[str, str]:
