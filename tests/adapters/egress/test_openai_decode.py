@@ -4,6 +4,7 @@ what decoding every event and then `core.coalesce` gives."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,8 +20,10 @@ def _choice(delta: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def _events(rng: random.Random) -> list[dict[str, Any]]:
-    text = lambda: _choice({"content": rng.choice(["a", "bc", " d", "", "é😀"])})  # noqa: E731
-    kinds = [
+    def text() -> dict[str, Any]:
+        return _choice({"content": rng.choice(["a", "bc", " d", "", "é😀"])})
+
+    kinds: list[Callable[[], dict[str, Any]]] = [
         lambda: _choice({"role": "assistant"}),
         lambda: _choice({"role": "assistant", "content": ""}),
         text,
