@@ -10,19 +10,52 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+class Tally:
+    """A labelled counter's increments, summed here and handed to the counter when the metrics
+    are read: on the request path a float addition, not a lock and a check per increment.
+
+    Only the event loop touches a tally (calls and `/metrics` both run there).
+    """
+
+    __slots__ = ("_counter", "_pending")
+
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
+        self._pending = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._pending += amount
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, 0.0
+            self._counter.inc(pending)
+
+
 @dataclass(frozen=True, slots=True)
 class CallSeries:
     """The labelled series one kind of call updates, looked up once and kept."""
 
-    requests: Counter
+    requests: Tally
     duration: Histogram
     ttft: Histogram
-    input_tokens: Counter
-    output_tokens: Counter
-    cached_tokens: Counter
-    reasoning_tokens: Counter
-    cost: Counter
-    cache_write_tokens: Counter
+    input_tokens: Tally
+    output_tokens: Tally
+    cached_tokens: Tally
+    reasoning_tokens: Tally
+    cost: Tally
+    cache_write_tokens: Tally
+
+    def tallies(self) -> tuple[Tally, ...]:
+        return (
+            self.requests,
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_tokens,
+            self.reasoning_tokens,
+            self.cost,
+            self.cache_write_tokens,
+        )
 
 
 class MediaMetrics:
@@ -63,7 +96,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, str, str], CallSeries] = {}
-        self._attempt_series: dict[tuple[str, str], Counter] = {}
+        self._attempt_series: dict[tuple[str, str], Tally] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -140,27 +173,36 @@ class Metrics:
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = CallSeries(
-                requests=self.requests.labels(route, model, status),
+                requests=Tally(self.requests.labels(route, model, status)),
                 duration=self.duration.labels(route),
                 ttft=self.ttft.labels(route),
-                input_tokens=self.tokens.labels("input", model),
-                output_tokens=self.tokens.labels("output", model),
-                cached_tokens=self.tokens.labels("cached", model),
-                reasoning_tokens=self.tokens.labels("reasoning", model),
-                cost=self.cost.labels(model),
-                cache_write_tokens=self.tokens.labels("cache_write", model),
+                input_tokens=Tally(self.tokens.labels("input", model)),
+                output_tokens=Tally(self.tokens.labels("output", model)),
+                cached_tokens=Tally(self.tokens.labels("cached", model)),
+                reasoning_tokens=Tally(self.tokens.labels("reasoning", model)),
+                cost=Tally(self.cost.labels(model)),
+                cache_write_tokens=Tally(self.tokens.labels("cache_write", model)),
             )
         return series
 
-    def attempt_series(self, provider: str, outcome: str) -> Counter:
+    def attempt_series(self, provider: str, outcome: str) -> Tally:
         key = (provider, outcome)
         series = self._attempt_series.get(key)
         if series is None:
-            series = self._attempt_series[key] = self.attempts.labels(provider, outcome)
+            series = self._attempt_series[key] = Tally(self.attempts.labels(provider, outcome))
         return series
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(lambda: float(depth()))
 
+    def flush(self) -> None:
+        """Hand every tally's pending increments to its counter."""
+        for series in self._series.values():
+            for tally in series.tallies():
+                tally.flush()
+        for tally in self._attempt_series.values():
+            tally.flush()
+
     def render(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)

@@ -127,3 +127,22 @@ def test_chat_decoding_takes_the_fields_model_dump_would_in_its_order() -> None:
         assert list(env.params) == [k for k in expected if k in env.params] + (
             ["include_usage"] if "include_usage" in env.params else []
         )
+
+
+def test_tallied_counters_reach_the_metrics_once_each() -> None:
+    from core.metrics import Metrics
+
+    metrics = Metrics()
+    series = metrics.call_series("openai.chat", "chat", "ok")
+    series.requests.inc()
+    series.requests.inc()
+    series.input_tokens.inc(7)
+    metrics.attempt_series("sim", "ok").inc()
+    first = metrics.render().decode()
+    assert 'agentgw_requests_total{model="chat",route="openai.chat",status="ok"} 2.0' in first
+    assert 'agentgw_tokens_total{kind="input",model="chat"} 7.0' in first
+    assert 'agentgw_upstream_attempts_total{outcome="ok",provider="sim"} 1.0' in first
+    series.requests.inc()
+    second = metrics.render().decode()
+    assert 'agentgw_requests_total{model="chat",route="openai.chat",status="ok"} 3.0' in second
+    assert 'agentgw_tokens_total{kind="input",model="chat"} 7.0' in second  # not counted again
