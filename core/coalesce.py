@@ -51,21 +51,11 @@ def coalesce(chunks: Iterable[StreamChunk]) -> list[StreamChunk]:
     return out
 
 
-def _usage_only(c: StreamChunk) -> bool:
-    return (
-        c.usage is not None
-        and c.text is None
-        and not c.tool_calls
-        and c.finish_reason is None
-        and c.role is None
-    )
-
-
 def _joins(run: StreamChunk, c: StreamChunk) -> bool:
     """Whether `c` may be merged into `run`, the chunk before it."""
     if run.index != c.index or run.scope is not c.scope or run.extra or c.extra:
         return False
-    if _usage_only(c):
+    if c.usage_only:
         return run.usage is None
     if run.finish_reason is not None or run.usage is not None or c.role is not None:
         return False

@@ -309,5 +309,16 @@ class StreamChunk:
     # arguments streamed as text. Stream filters label their findings with it (None: MESSAGE).
     scope: Scope | None = None
 
+    @property
+    def usage_only(self) -> bool:
+        """Whether this chunk carries usage and nothing a client reads as content."""
+        return (
+            self.usage is not None
+            and self.text is None
+            and not self.tool_calls
+            and self.finish_reason is None
+            and self.role is None
+        )
+
 
 _ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))

@@ -164,7 +164,7 @@ class OpenAIIngress:
             async for chunk in chunks:
                 if chunk.usage is not None:
                     usage = chunk.usage
-                if _is_usage_only(chunk):
+                if chunk.usage_only and not chunk.extra:
                     continue
                 wire = chunk_to_wire(chunk, completion_id, env.model, created)
                 yield b"data: " + orjson.dumps(wire) + b"\n\n"
@@ -189,17 +189,6 @@ class OpenAIIngress:
             if unfinished(chunks):
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()
-
-
-def _is_usage_only(chunk: StreamChunk) -> bool:
-    return (
-        chunk.usage is not None
-        and chunk.text is None
-        and not chunk.tool_calls
-        and chunk.finish_reason is None
-        and chunk.role is None
-        and not chunk.extra
-    )
 
 
 def _completion_id(call: Call) -> str:
