@@ -214,6 +214,8 @@ class PIIFilter:
         found, failure = await self._detect_or_fail([t for _, t in texts], self.entities)
         if isinstance(failure, Reject):
             return failure
+        if failure is None and not rules.pseudonymizes and not any(found.values()):
+            return Continue()  # nothing found: nothing to block, rewrite or record
         blocked = _blocked(rules.redactor, texts, found)
         if blocked:
             env.findings.extend(self._block_findings(rules.redactor, texts, found))
@@ -242,6 +244,8 @@ class PIIFilter:
         found, failure = await self._detect_or_fail([t for _, t in texts], rules.reply_entities)
         if isinstance(failure, Reject):
             return failure
+        if failure is None and not any(found.values()):
+            return Rewrite(env) if changed else Continue()  # nothing found in the reply
         blocked = _blocked(rules.redactor, texts, found)
         if blocked:
             env.findings.extend(self._block_findings(rules.redactor, texts, found))

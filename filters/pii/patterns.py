@@ -8,6 +8,10 @@ Presidio loaded:
 
 - each recognizer's patterns (same `regex` module, same flags, same scores), its
   `validate_result` / `invalidate_result`, and Presidio's `remove_duplicates` per recognizer;
+- before a pattern runs (with Presidio's timeout, which makes `regex` read the process CPU clock,
+  a system call, on every call), a screen may rule it out: a simpler expression every match of
+  that very pattern contains, run without a timeout (`_SCREENS`, keyed by the pattern's source,
+  so a pattern Presidio changes loses its screen rather than keeping a wrong one);
 - recognizers that run their own `analyze` (IBAN, phone numbers) are called as they are, but only
   when one of their patterns could match at all (IBAN), or their own pre-check says so (phone);
 - the context step of `LemmaContextAwareEnhancer` (same window, keyword test, boost and cap),
@@ -36,6 +40,27 @@ from spacy.language import Language
 from filters.pii.context import SIGMAS, ContextWindow, RunTokenizer
 
 _MAX_ENTITY_SETS = 64
+
+# Screens: Presidio's pattern source -> an expression (bounded repeats, no nesting, so it cannot
+# backtrack badly) that every match of the pattern contains; no match of it, no match of the
+# pattern. Each is the pattern without its anchors and lookarounds, or a prefix of it; compiled
+# with the pattern's own flags and module (same Unicode tables). tests/filters/test_pii_fast.py
+# checks that a screen finds something wherever its pattern does.
+_SCREENS: dict[str, str] = {
+    # CREDIT_CARD: four digits (the issuer group), an optional separator, three more.
+    r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(6\d{3})|(1\d{3})|(3\d{3}))[- ]?(\d{3,4})[- ]?"
+    r"(\d{3,4})[- ]?(\d{3,5})\b": r"\d{4}[- ]?\d{3}",
+    # US_SSN, its five patterns.
+    r"\b([0-9]{5})-([0-9]{4})\b": r"[0-9]{5}-[0-9]{4}",
+    r"\b([0-9]{3})-([0-9]{6})\b": r"[0-9]{3}-[0-9]{6}",
+    r"\b(([0-9]{3})-([0-9]{2})-([0-9]{4}))\b": r"[0-9]{3}-[0-9]{2}-[0-9]{4}",
+    r"\b[0-9]{9}\b": r"[0-9]{9}",
+    r"\b([0-9]{3})[- .]([0-9]{2})[- .]([0-9]{4})\b": r"[0-9]{3}[- .][0-9]{2}[- .][0-9]{4}",
+    # US_BANK_NUMBER, US_PASSPORT, UK_NHS (not checked by default, as cheap to screen).
+    r"\b[0-9]{8,17}\b": r"[0-9]{8}",
+    r"(\b[0-9]{9}\b)": r"[0-9]{9}",
+    r"\b([0-9]{3})[- ]?([0-9]{3})[- ]?([0-9]{4})\b": r"[0-9]{3}[- ]?[0-9]{3}[- ]?[0-9]{4}",
+}
 _ID = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
 _NAME = RecognizerResult.RECOGNIZER_NAME_KEY
 
@@ -45,7 +70,8 @@ class _Entry:
     """One recognizer, with its patterns compiled the way its own `analyze` compiles them."""
 
     recognizer: EntityRecognizer
-    patterns: tuple[tuple[Any, float], ...]  # (compiled `regex` pattern, Presidio's score)
+    # (compiled `regex` pattern, Presidio's score, its screen or None)
+    patterns: tuple[tuple[Any, float, Any], ...]
     # True: a plain PatternRecognizer, whose loop `_run_patterns` reproduces; False: call its
     # own `analyze` (only when a pattern matches, if it has patterns).
     plain: bool
@@ -102,7 +128,7 @@ class PatternEngine:
         for entry in chosen:
             if entry.plain:
                 found = _run_patterns(entry, text)
-            elif entry.patterns and not any(p.search(text) for p, _ in entry.patterns):
+            elif entry.patterns and not any(p.search(text) for p, _, _ in entry.patterns):
                 continue  # its `analyze` reports regex hits only, and there is none
             else:
                 # No NLP artifacts: the recognizers that come here (IBAN, phone) never read them.
@@ -112,8 +138,7 @@ class PatternEngine:
             return []
         self._enhance(text, results)
         kept = [r for r, _ in results if r.score >= threshold]
-        deduped: list[RecognizerResult] = EntityRecognizer.remove_duplicates(kept)
-        return deduped
+        return remove_duplicates(kept)
 
     def _enhance(self, text: str, results: list[tuple[RecognizerResult, _Entry]]) -> None:
         """`LemmaContextAwareEnhancer.enhance_using_context`, on the words near each result."""
@@ -151,9 +176,24 @@ def _entry(rec: EntityRecognizer) -> _Entry:
         return _Entry(rec, (), False, context, probe)
     flags = rec.global_regex_flags
     patterns: list[Pattern] = rec.patterns  # type: ignore[has-type]
-    compiled = tuple((regex.compile(p.regex, flags=flags), p.score) for p in patterns)
+    compiled = tuple(
+        (regex.compile(p.regex, flags=flags), p.score, _screen(p.regex, flags)) for p in patterns
+    )
     plain = type(rec).analyze is PatternRecognizer.analyze
     return _Entry(rec, compiled, plain, context, probe)
+
+
+def remove_duplicates(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """`EntityRecognizer.remove_duplicates`, answered at once for a single result."""
+    if len(results) == 1:
+        return results if results[0].score != 0 else []  # Presidio drops a zero score
+    deduped: list[RecognizerResult] = EntityRecognizer.remove_duplicates(results)
+    return deduped
+
+
+def _screen(source: str, flags: int | None) -> Any:
+    screen = _SCREENS.get(source)
+    return None if screen is None else regex.compile(screen, flags=flags)
 
 
 def _serves(rec: EntityRecognizer, entities: Collection[str]) -> bool:
@@ -168,7 +208,9 @@ def _run_patterns(entry: _Entry, text: str) -> list[RecognizerResult]:
     name: str = rec.name  # type: ignore[has-type]
     metadata = {_NAME: name, _ID: rec.id}
     results: list[RecognizerResult] = []
-    for pattern, base in entry.patterns:
+    for pattern, base, screen in entry.patterns:
+        if screen is not None and screen.search(text) is None:
+            continue  # no match possible, known without the timed (system-call) run
         try:
             for match in pattern.finditer(text, timeout=REGEX_TIMEOUT_SECONDS):
                 start, end = match.span()
@@ -192,5 +234,4 @@ def _run_patterns(entry: _Entry, text: str) -> list[RecognizerResult]:
             continue  # Presidio skips a pattern that times out (keeping what it found so far)
     if not results:
         return results
-    deduped: list[RecognizerResult] = EntityRecognizer.remove_duplicates(results)
-    return deduped
+    return remove_duplicates(results)

@@ -7,13 +7,18 @@ corpus) for less work:
 - a text with no candidate at all is skipped (each pass starts with the same regex search);
 - the candidates (a regex scan, the same for every region) are found once per text;
 - a candidate with too few digits to be valid in a region is not parsed for it (`_fewest_digits`);
-- verdicts are remembered: across regions for '+' numbers, across texts for repeated numbers.
+- verdicts are remembered: across regions for '+' numbers, across texts for repeated numbers;
+- a candidate that phonenumbers turns away before parsing in every region (too few digits, a
+  letter touching it, as in a hex id's "ab12cd") is judged once per text, not once per region, and
+  a text whose every candidate is such is answered at once.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import phonenumbers
@@ -23,9 +28,12 @@ from phonenumbers.phonenumberutil import (
     COUNTRY_CODES_FOR_NON_GEO_REGIONS,
     SUPPORTED_REGIONS,
 )
-from presidio_analyzer import EntityRecognizer, RecognizerResult
+from phonenumbers.re_util import fullmatch
+from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+from filters.pii.patterns import remove_duplicates
 
 # phonenumbers' candidate pattern: every match its matcher reports, in any region, starts as a hit
 # of this expression, so a text without one holds no phone number.
@@ -54,6 +62,13 @@ _UNWANTED_END_CHAR: re.Pattern[str] = _MATCHER["_UNWANTED_END_CHAR_PATTERN"]
 _SLASH_SEPARATED_DATES: re.Pattern[str] = _MATCHER["_SLASH_SEPARATED_DATES"]
 _TIME_STAMPS: re.Pattern[str] = _MATCHER["_TIME_STAMPS"]
 _TIME_STAMPS_SUFFIX: re.Pattern[str] = _MATCHER["_TIME_STAMPS_SUFFIX"]
+_MATCHING_BRACKETS: re.Pattern[str] = _MATCHER["_MATCHING_BRACKETS"]
+_PUB_PAGES: re.Pattern[str] = _MATCHER["_PUB_PAGES"]
+_LEAD_PATTERN: re.Pattern[str] = _MATCHER["_LEAD_PATTERN"]
+_Matcher = phonenumbers.PhoneNumberMatcher
+_PLUS_SIGNS = "+\uff0b"  # phonenumbers' plus characters
+_ASCII_DIGITS = frozenset("0123456789")
+_HEAD_SCAN = 16  # characters after the '+' signs looked at for the code's three digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,21 +77,29 @@ class _Plan:
 
     `dated`: it is skipped as a date or a time stamp. `inner`: per inner pattern, the parts
     `_extract_inner_match` would parse in turn (the text before the first inner match, then
-    each inner match), with their offsets.
+    each inner match), with their offsets. `dead`: no region can find a number in it (dated, or
+    the candidate and each part refused before parsing, see `_refused`); `tries`: how many tries
+    `_extract_match` then uses up (one per part, when the matcher has more than that left).
     """
 
     dated: bool
     inner: tuple[tuple[tuple[str, int], ...], ...]
+    dead: bool = False
+    tries: int = 0
 
 
-def _plan(text: str, candidate: str, offset: int) -> _Plan:
+def _plan(text: str, candidate: str, offset: int, valid_only: bool) -> _Plan:
     """`_extract_match`'s region-independent work for `candidate`, as phonenumbers does it."""
+    if candidate.isascii() and candidate.isdigit():
+        # Dates, time stamps and inner matches all need a character other than a digit ('/',
+        # '(', '.', a dash or a space): plain digits have none of them.
+        return _Plan(False, _NO_INNER, _refused_digits(text, candidate, offset, valid_only), 0)
     if _SLASH_SEPARATED_DATES.search(candidate):
-        return _Plan(True, ())
+        return _Plan(True, (), dead=True)
     if _TIME_STAMPS.search(candidate) and _TIME_STAMPS_SUFFIX.match(
         text[offset + len(candidate) :]
     ):
-        return _Plan(True, ())
+        return _Plan(True, (), dead=True)
     inner: list[tuple[tuple[str, int], ...]] = []
     for pattern in _INNER_MATCHES:
         hit = pattern.search(candidate)
@@ -87,7 +110,48 @@ def _plan(text: str, candidate: str, offset: int) -> _Plan:
             parts.append((_trim(hit.group(1)), offset + hit.start(1)))
             hit = pattern.search(candidate, hit.start() + 1)
         inner.append(tuple(parts))
-    return _Plan(False, tuple(inner))
+    dead = _refused(text, candidate, offset, valid_only) and all(
+        _refused(text, part, at, valid_only) for parts in inner for part, at in parts
+    )
+    return _Plan(False, tuple(inner), dead, sum(map(len, inner)))
+
+
+def _refused(text: str, candidate: str, offset: int, valid_only: bool) -> bool:
+    """True if `PhoneNumberMatcher._parse_and_verify(candidate, offset)` returns None before
+    parsing, whatever the region: the same checks, in its order (`valid_only`: leniency VALID or
+    stricter), and, for such leniencies, too few digits to be valid anywhere."""
+    if valid_only and _digits_and_letters(candidate) < _MIN_VALID_DIGITS:
+        return True
+    if not fullmatch(_MATCHING_BRACKETS, candidate) or _PUB_PAGES.search(candidate):
+        return True
+    if not valid_only:
+        return False
+    if offset > 0 and not _LEAD_PATTERN.match(candidate) and _repels(text[offset - 1]):
+        return True
+    end = offset + len(candidate)
+    return end < len(text) and _repels(text[end])
+
+
+def _refused_digits(text: str, digits: str, offset: int, valid_only: bool) -> bool:
+    """`_refused` for a candidate of ASCII digits only: it fits the bracket pattern, holds no
+    page reference (which needs a '-') and starts with no lead character ('(' or '+')."""
+    if not valid_only:
+        return False
+    if len(digits) < _MIN_VALID_DIGITS:
+        return True
+    if offset > 0 and _repels(text[offset - 1]):
+        return True
+    end = offset + len(digits)
+    return end < len(text) and _repels(text[end])
+
+
+@functools.lru_cache(maxsize=4096)
+def _repels(char: str) -> bool:
+    """phonenumbers refuses a candidate (at leniency VALID or stricter) touching this character."""
+    return bool(_Matcher._is_invalid_punctuation_symbol(char) or _Matcher._is_latin_letter(char))
+
+
+_NO_INNER: tuple[tuple[tuple[str, int], ...], ...] = tuple(() for _ in _INNER_MATCHES)
 
 
 def _trim(part: str) -> str:
@@ -96,6 +160,7 @@ def _trim(part: str) -> str:
 
 
 _VerdictKey = tuple[str, str, str, str]
+_Skip = tuple[tuple[int, str] | None, int]
 _NO_NUMBER = PhoneNumber()  # a match's number is never read here, only its span
 
 
@@ -131,10 +196,14 @@ class _SharedMatcher(phonenumbers.PhoneNumberMatcher):
     - A candidate written with its country code ("+1 212 …") parses and validates the same
       whatever the default region (the region only fills in a missing country code, and the
       national-prefix check passes for numbers given with '+'), so one verdict serves every
-      region's pass; any other candidate's verdict is remembered for its region (`verdicts`).
+      region's pass, provided phonenumbers knows the code (`_known_country_code`: after an
+      unknown one it reads the digits again in the region); any other candidate's verdict is
+      remembered for its region (`verdicts`).
     - A candidate with fewer digits than any valid number read in this region needs (see
       `_fewest_digits`) is refused without parsing; with fewer than any region's minimum, its
       inner parts are not tried either.
+    - A dead candidate (`_Plan.dead`) is passed over with the tries it would use; a run of them
+      from an index is walked once per text (`skips`), not once per region.
     """
 
     def __init__(
@@ -146,28 +215,80 @@ class _SharedMatcher(phonenumbers.PhoneNumberMatcher):
         candidates: dict[int, tuple[int, str] | None],
         plans: dict[tuple[int, str], _Plan],
         floor: int,
+        skips: dict[int, _Skip] | None = None,
     ) -> None:
         super().__init__(text, region, leniency=leniency)
         self._verdicts = verdicts
         self._candidates = candidates
         self._plans = plans
+        self._skips: dict[int, _Skip] = {} if skips is None else skips
         self._scope = f"{region}/{leniency}"
         self._valid_only = leniency >= phonenumbers.Leniency.VALID
         self._floor = floor
 
+    def matches(self) -> Iterator[PhoneNumberMatch]:
+        """The matches iterating over the matcher gives (phonenumbers' `has_next` loop: each
+        search starts where the last match ended), without its iterator's bookkeeping."""
+        index = 0
+        while (match := self._find(index)) is not None:
+            yield match
+            index = match.end
+
     def _find(self, index: int) -> PhoneNumberMatch | None:
         # phonenumbers' own loop, but with the candidate found from each index (a regex scan,
         # the same for every region) looked up in a memo shared by this text's matchers.
-        found = self._candidate_at(index)
+        found = self._next_live(index)
         while self._max_tries > 0 and found is not None:
             start, candidate = found
             if len(candidate) >= self._min_candidate_length:
+                plan = self._plan_of(candidate, start)
+                if plan.dead and self._max_tries > plan.tries:
+                    # What `_extract_match` would come to: None, having used one try per part.
+                    self._max_tries -= plan.tries + 1
+                    found = self._candidate_at(start + len(candidate))
+                    continue
                 match = self._extract_match(candidate, start)
                 if match is not None:
                     return match
                 self._max_tries -= 1
-            found = self._candidate_at(start + len(candidate))
+            found = self._next_live(start + len(candidate))
         return None
+
+    def any_live(self) -> bool:
+        """False if no candidate of the text can hold a number in any region (`_Plan.dead`).
+
+        Without a match, every region's matcher walks the same candidates (each search starting
+        where the last candidate ended), so all of them being dead means no match anywhere.
+        """
+        return self._skip(0)[0] is not None
+
+    def _next_live(self, index: int) -> tuple[int, str] | None:
+        """The candidate the loop in `_find` would reach from `index` past the dead ones, with
+        their tries used up; step by step (`_candidate_at`) when too few tries are left."""
+        found, used = self._skip(index)
+        if used < self._max_tries:
+            self._max_tries -= used
+            return found
+        return self._candidate_at(index)
+
+    def _skip(self, index: int) -> _Skip:
+        """The first candidate at or after `index` that is not dead, and the tries used by the
+        dead ones before it (when tries do not run out), as `_find`'s loop walks them."""
+        known = self._skips.get(index)
+        if known is not None:
+            return known
+        used = 0
+        found = self._candidate_at(index)
+        while found is not None:
+            start, candidate = found
+            if len(candidate) >= self._min_candidate_length:
+                plan = self._plan_of(candidate, start)
+                if not plan.dead:
+                    break
+                used += plan.tries + 1
+            found = self._candidate_at(start + len(candidate))
+        self._skips[index] = (found, used)
+        return found, used
 
     def _candidate_at(self, index: int) -> tuple[int, str] | None:
         """The next candidate at or after `index`: its start, and its text trimmed as upstream."""
@@ -185,9 +306,7 @@ class _SharedMatcher(phonenumbers.PhoneNumberMatcher):
         # phonenumbers' `_extract_match` and `_extract_inner_match`, step for step (same parts
         # tried in the same order, same count of tries used), with the parts worked out once per
         # text (`_Plan`, region-independent) instead of once per region.
-        plan = self._plans.get((offset, candidate))
-        if plan is None:
-            plan = self._plans[(offset, candidate)] = _plan(self.text, candidate, offset)
+        plan = self._plan_of(candidate, offset)
         if plan.dated:
             return None
         match = self._parse_and_verify(candidate, offset)
@@ -205,6 +324,13 @@ class _SharedMatcher(phonenumbers.PhoneNumberMatcher):
                 self._max_tries -= 1
         return None
 
+    def _plan_of(self, candidate: str, offset: int) -> _Plan:
+        plan = self._plans.get((offset, candidate))
+        if plan is None:
+            plan = _plan(self.text, candidate, offset, self._valid_only)
+            self._plans[(offset, candidate)] = plan
+        return plan
+
     def _parse_and_verify(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
         if self._valid_only:
             digits = _digits_and_letters(candidate)
@@ -216,8 +342,8 @@ class _SharedMatcher(phonenumbers.PhoneNumberMatcher):
         end = offset + len(candidate)
         before = text[offset - 1] if offset > 0 else ""
         after = text[end] if end < len(text) else ""
-        plus = candidate[:1] in ("+", "\uff0b")
-        key = (candidate, before, after, f"+/{self.leniency}" if plus else self._scope)
+        shared = _known_country_code(candidate)
+        key = (candidate, before, after, f"+/{self.leniency}" if shared else self._scope)
         known = self._verdicts.get(key)
         if known is None:
             match = super()._parse_and_verify(candidate, offset)
@@ -263,6 +389,23 @@ def _shortest_match(pattern: str | None, longest: int = 3) -> int:
     return longest + 1
 
 
+def _known_country_code(candidate: str) -> bool:
+    """True if `candidate` starts with a '+' and a country calling code phonenumbers knows.
+
+    Only then is its verdict the same in every region: after a '+' with an unknown code (say
+    "+0098…"), phonenumbers drops the '+' and reads the digits again in the region (where "00"
+    may be the international prefix). The code is read as phonenumbers reads it (the first one
+    to three digits after the '+' signs, punctuation skipped), and only when those are plain
+    ASCII digits, so letters (which vanity numbers turn into digits) cannot change them.
+    """
+    if candidate[:1] not in _PLUS_SIGNS:
+        return False
+    head = [c for c in candidate.lstrip(_PLUS_SIGNS)[:_HEAD_SCAN] if c.isalnum()][:3]
+    if len(head) < 3 or not all(c in _ASCII_DIGITS for c in head) or head[0] == "0":
+        return False
+    return any(int("".join(head[:n])) in COUNTRY_CODE_TO_REGION_CODE for n in (1, 2, 3))
+
+
 def _has_plus(candidate: str) -> bool:
     return "+" in candidate or "\uff0b" in candidate
 
@@ -296,13 +439,25 @@ class FastPhoneRecognizer(PhoneRecognizer):
         spans: dict[tuple[int, int], str] = {}
         candidates: dict[int, tuple[int, str] | None] = {}
         plans: dict[tuple[int, str], _Plan] = {}
-        for region in self.supported_regions:
-            floor = self._floors[region]
-            leniency = self.leniency or 0
-            matcher = _SharedMatcher(
-                text, region, leniency, self.verdicts, candidates, plans, floor
+        skips: dict[int, _Skip] = {}
+        leniency = self.leniency or 0
+        matchers = [
+            _SharedMatcher(
+                text,
+                region,
+                leniency,
+                self.verdicts,
+                candidates,
+                plans,
+                self._floors[region],
+                skips,
             )
-            for match in matcher:
+            for region in self.supported_regions
+        ]
+        if not matchers[0].any_live():
+            return []  # every region's matcher would walk the same dead candidates, finding none
+        for region, matcher in zip(self.supported_regions, matchers, strict=True):
+            for match in matcher.matches():
                 spans.setdefault((match.start, match.end), region)
         results: list[RecognizerResult] = [
             self._get_recognizer_result(  # type: ignore[no-untyped-call]
@@ -310,5 +465,4 @@ class FastPhoneRecognizer(PhoneRecognizer):
             )
             for (start, end), region in spans.items()
         ]
-        deduped: list[RecognizerResult] = EntityRecognizer.remove_duplicates(results)
-        return deduped
+        return remove_duplicates(results)

@@ -23,11 +23,13 @@ from filters.pii import PIIAnalyzer
 from filters.pii.context import ContextWindow, RunTokenizer
 from filters.pii.engine import neutralize_cjk
 from filters.pii.entities import DEFAULT_ENTITIES, PATTERN_ENTITIES
-from filters.pii.patterns import PatternEngine
+from filters.pii.patterns import _SCREENS, PatternEngine
 from filters.pii.phones import (
     FastPhoneRecognizer,
     PhoneVerdicts,
     _fewest_digits,
+    _refused,
+    _refused_digits,
     _SharedMatcher,
 )
 from filters.pii.stream import _boundary
@@ -293,3 +295,84 @@ def test_the_shared_matcher_spends_its_tries_as_phonenumbers_does() -> None:
                 ours._max_tries = tries
                 want = [(m.start, m.end) for m in theirs]
                 assert [(m.start, m.end) for m in ours] == want, (text, region, tries)
+                again = _SharedMatcher(text, region, 1, verdicts, {}, {}, _fewest_digits(region))
+                again._max_tries = tries
+                assert [(m.start, m.end) for m in again.matches()] == want, (text, region, tries)
+
+
+def _id_like(rng: random.Random) -> str:
+    """Digits that phonenumbers turns away before parsing, or not: glued to letters (hex ids,
+    tickets), next to '%' or a currency sign, in dates and times, or a plain number."""
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 12)))
+    hexed = "".join(rng.choice("0123456789abcdef") for _ in range(rng.randint(4, 16)))
+    return rng.choice(
+        [
+            hexed, f"ab{digits}", f"{digits}cd", f"user-{hexed}@example.com", f"#{digits}",
+            f"{digits}%", f"${digits}", f"€{digits}", f"{digits}€", f"é{digits}", f"x{digits}",
+            f"({digits}", f"{digits})", f"{digits[:3]}/{digits[3:]}", "12/05/2024",
+            "10:30 am", "2024-05-01 10:30", f"{hexed}/{digits}", f"+{digits}", digits,
+        ]
+    )  # fmt: skip
+
+
+def test_the_phone_recognizer_finds_what_presidios_finds_among_ids_and_glued_digits() -> None:
+    fast, presidio = FastPhoneRecognizer(), PhoneRecognizer()
+    rng = random.Random(17)
+    for _ in range(600):
+        words = [rng.choice([_id_like, _id_like, _phone_like])(rng) for _ in range(5)]
+        text = rng.choice(["", " ", "-", "/", ", "]).join(words)
+        assert _phone_spans(fast, text) == _phone_spans(presidio, text), text
+
+
+def test_the_shared_matcher_spends_tries_on_candidates_it_passes_over_as_phonenumbers_does() -> (
+    None
+):
+    rng = random.Random(19)
+    verdicts = PhoneVerdicts()
+    for _ in range(150):
+        words = [rng.choice([_id_like, _id_like, _phone_like])(rng) for _ in range(6)]
+        text = " ".join(words)
+        for region in ("US", "DE", "BR"):
+            for tries in (1, 2, 3, 4, 5, 8, 13, 65535):
+                theirs = phonenumbers.PhoneNumberMatcher(text, region, leniency=1)
+                theirs._max_tries = tries
+                ours = _SharedMatcher(text, region, 1, verdicts, {}, {}, _fewest_digits(region))
+                ours._max_tries = tries
+                want = [(m.start, m.end) for m in theirs]
+                assert [(m.start, m.end) for m in ours] == want, (text, region, tries)
+                again = _SharedMatcher(text, region, 1, verdicts, {}, {}, _fewest_digits(region))
+                again._max_tries = tries
+                assert [(m.start, m.end) for m in again.matches()] == want, (text, region, tries)
+
+
+def test_every_screen_is_in_use_and_finds_something_wherever_its_pattern_matches(
+    analyzer: PIIAnalyzer,
+) -> None:
+    patterns, _ = _engines(analyzer)
+    screened = [(p, s) for e in patterns._entries for p, _, s in e.patterns if s is not None]
+    # A screen whose Presidio pattern changed would silently stop applying: say so here.
+    assert len(screened) == len(_SCREENS)
+    rng = random.Random(23)
+    digits = "0123456789٣１"  # Unicode digits too: `\d` matches them
+    extra = [
+        "".join(rng.choice(digits + "- .") for _ in range(rng.randint(5, 40))) for _ in range(3000)
+    ]
+    checked = 0
+    for text in [*CORPUS, *extra, *(_id_like(rng) for _ in range(500))]:
+        for pattern, screen in screened:
+            if pattern.search(text) is not None:
+                checked += 1
+                assert screen.search(text) is not None, (pattern.pattern, text)
+    assert checked > 1000
+
+
+def test_a_candidate_of_plain_digits_is_refused_as_phonenumbers_refuses_it() -> None:
+    rng = random.Random(29)
+    for _ in range(3000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 17)))
+        text = f"{rng.choice(['', 'a', ' ', '$', '%', 'é', '(', '+', '-', '中'])}{digits}"
+        text += rng.choice(["", "b", " ", "%", "€", ")", "."])
+        offset = text.index(digits)
+        for valid_only in (True, False):
+            want = _refused(text, digits, offset, valid_only)
+            assert _refused_digits(text, digits, offset, valid_only) == want, (text, valid_only)
