@@ -126,8 +126,7 @@ class GovernanceGate:
             GovernanceUnavailable: the counter store is down and the policy is `fail: closed`.
         """
         now = self._clock()
-        # The org levels only matter to rules: with none (the default), nothing reads them.
-        levels = levels_of(principal, env) if self._limits or self._budgets else {}
+        levels = levels_of(principal, env)
         est = self._estimate(env, cost_usd, prompt_tokens)
         held = hold_limits(self._prefix, self._limits, levels, env, est, now)
         if only is not None:
