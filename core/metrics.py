@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -99,6 +101,8 @@ class Metrics:
         self._attempt_series: dict[tuple[str, str], Tally] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # First in the registry: whoever reads it (`/metrics`, a test) reads tallies flushed.
+        r.register(_Flush(self))
         self.requests = Counter(
             "agentgw_requests",
             "Calls by route, model and status.",
@@ -204,5 +208,15 @@ class Metrics:
             tally.flush()
 
     def render(self) -> bytes:
-        self.flush()
         return generate_latest(self.registry)
+
+
+class _Flush(Collector):
+    """Collects nothing: flushes the tallies of `metrics` whenever the registry is read."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        self._metrics.flush()
+        return ()

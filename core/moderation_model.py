@@ -18,7 +18,6 @@ with that error when it fails closed, or lets it through unchecked when it fails
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -29,10 +28,10 @@ from core.envelope import Envelope, Message, Modality, TextPart, TraceContext, U
 from core.errors import GatewayError, UpstreamError, UpstreamTimeout
 from core.filtering import FilterContext
 from core.metering import estimate_prompt_tokens
-from core.pipeline import Call, CallInfo, Pipeline
+from core.pipeline import Call, Pipeline, nested_call
 from core.quota import Reservation
 from core.routing import BoundTarget
-from core.tracing import Span, new_request_id, new_span_id
+from core.tracing import new_request_id
 
 Classify = Callable[[list[str], FilterContext | None], Awaitable[list[dict[str, float]]]]
 
@@ -114,33 +113,16 @@ async def _release(pipeline: Pipeline, call: Call, reservation: Reservation | No
 def _child_call(ctx: FilterContext, model: str) -> Call:
     """The moderation check's own call: a child of the checked call's span, same attribution."""
     parent = ctx.trace or TraceContext(trace_id=ctx.span_id, span_id=ctx.span_id)
-    principal = ctx.principal
-    trace = TraceContext(
-        trace_id=parent.trace_id,
-        span_id=new_span_id(),
-        parent_span_id=ctx.span_id,
-        agent_id=parent.agent_id,
-        session_id=parent.session_id,
-    )
-    span = Span(
-        request_id=f"{ctx.request_id}.moderation-{trace.span_id[:8]}",
-        span_id=trace.span_id,
-        trace_id=trace.trace_id,
-        parent_span_id=ctx.span_id,
-        agent_id=trace.agent_id,
-        session_id=trace.session_id,
-        started_at=time.time(),
-        key_id=principal.key_id,
-        org_path=principal.org_path,
-        app=principal.app,
-        customer=principal.customer,
-        route=ROUTE,
+    return nested_call(
+        ctx.principal,
+        parent,
+        ctx.span_id,
+        lambda span_id: f"{ctx.request_id}.moderation-{span_id[:8]}",
+        ROUTE,
         modality=Modality.MODERATION.value,
         model_requested=model,
         flags=[FLAG],
     )
-    info = CallInfo(span.request_id, ROUTE, {})
-    return Call(info, principal, trace, span, time.perf_counter())
 
 
 async def _record(

@@ -441,33 +441,18 @@ class Pipeline:
     def child(self, call: Call, route: str, suffix: str) -> Call:
         """A call nested in `call` (a realtime response in its session): same principal and
         trace, its own span whose parent is `call`'s, request id `<call's>.<suffix>`."""
-        trace = TraceContext(
-            trace_id=call.trace.trace_id,
-            span_id=new_span_id(),
-            parent_span_id=call.span.span_id,
-            agent_id=call.trace.agent_id,
-            session_id=call.trace.session_id,
-        )
-        parent = call.span
-        span = Span(
-            request_id=f"{call.request_id}.{suffix}",
-            span_id=trace.span_id,
-            trace_id=trace.trace_id,
-            parent_span_id=parent.span_id,
-            agent_id=trace.agent_id,
-            session_id=trace.session_id,
-            started_at=time.time(),
-            key_id=parent.key_id,
-            org_path=parent.org_path,
-            app=parent.app,
-            customer=parent.customer,
-            route=route,
-            modality=parent.modality,
-            model_requested=parent.model_requested,
+        return nested_call(
+            call.principal,
+            call.trace,
+            call.span.span_id,
+            lambda _: f"{call.request_id}.{suffix}",
+            route,
+            modality=call.span.modality,
+            model_requested=call.span.model_requested,
             stream=True,
+            headers=call.info.headers,
+            client=call.info.client,
         )
-        info = CallInfo(span.request_id, route, call.info.headers, call.info.client)
-        return Call(info, call.principal, trace, span, time.perf_counter())
 
     async def filter_request(self, call: Call, env: Envelope) -> Envelope:
         """Run the request filters on `env` (text the caller sent, mid-call).
@@ -628,6 +613,51 @@ class Pipeline:
         for attempt in span.attempts:
             self._metrics.attempt_series(attempt.provider, attempt.status).inc()
         await self._spans.submit(span)
+
+
+def nested_call(
+    principal: Principal,
+    parent: TraceContext,
+    parent_span_id: str,
+    request_id: Callable[[str], str],
+    route: str,
+    *,
+    modality: str,
+    model_requested: str | None,
+    stream: bool = False,
+    flags: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
+    client: str | None = None,
+) -> Call:
+    """A call nested under the span `parent_span_id` of trace `parent`: same principal, agent
+    and session, its own span; `request_id` makes its id from the new span id."""
+    trace = TraceContext(
+        trace_id=parent.trace_id,
+        span_id=new_span_id(),
+        parent_span_id=parent_span_id,
+        agent_id=parent.agent_id,
+        session_id=parent.session_id,
+    )
+    span = Span(
+        request_id=request_id(trace.span_id),
+        span_id=trace.span_id,
+        trace_id=trace.trace_id,
+        parent_span_id=parent_span_id,
+        agent_id=trace.agent_id,
+        session_id=trace.session_id,
+        started_at=time.time(),
+        key_id=principal.key_id,
+        org_path=principal.org_path,
+        app=principal.app,
+        customer=principal.customer,
+        route=route,
+        modality=modality,
+        model_requested=model_requested,
+        stream=stream,
+        flags=list(flags),
+    )
+    info = CallInfo(span.request_id, route, headers or {}, client)
+    return Call(info, principal, trace, span, time.perf_counter())
 
 
 _FINDINGS = "pipeline.findings"

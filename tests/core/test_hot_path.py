@@ -146,3 +146,12 @@ def test_tallied_counters_reach_the_metrics_once_each() -> None:
     second = metrics.render().decode()
     assert 'agentgw_requests_total{model="chat",route="openai.chat",status="ok"} 3.0' in second
     assert 'agentgw_tokens_total{kind="input",model="chat"} 7.0' in second  # not counted again
+
+
+def test_a_direct_read_of_the_registry_sees_tallied_counts() -> None:
+    from core.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.call_series("openai.chat", "chat", "ok").requests.inc(3)
+    labels = {"route": "openai.chat", "model": "chat", "status": "ok"}
+    assert metrics.registry.get_sample_value("agentgw_requests_total", labels) == 3
