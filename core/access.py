@@ -229,6 +229,7 @@ class Authenticator:
         self._inflight: dict[str, anyio.Event] = {}
         self._generation = 0
         self._root: str | None = None
+        self._principals: dict[str, tuple[KeyRecord, Principal]] = {}
 
     def trust_root(self, secret_hash: str | None) -> None:
         """Accept the bootstrap admin secret with this hash (None: no bootstrap admin)."""
@@ -271,12 +272,21 @@ class Authenticator:
             raise PermissionDenied(
                 f"This key may not be used from address {client} (scope 'ip_allowlist')."
             )
-        return Principal.of(record)
+        # One Principal per cached record (frozen: safe to share), not one per request.
+        known = self._principals.get(digest)
+        if known is not None and known[0] is record:
+            return known[1]
+        principal = Principal.of(record)
+        if len(self._principals) > 10_000:
+            self._principals.clear()
+        self._principals[digest] = (record, principal)
+        return principal
 
     def forget(self) -> None:
         """Drop every cached lookup (after a local change to a key)."""
         self._generation += 1
         self._cache.clear()
+        self._principals.clear()
 
     async def _lookup(self, digest: str, now: float) -> KeyRecord | None:
         # One store lookup per key at a time. When an entry expires, the first caller refreshes

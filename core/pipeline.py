@@ -664,6 +664,8 @@ _FINDINGS = "pipeline.findings"
 
 
 def _keep_findings(ctx: FilterContext, env: Envelope) -> None:
+    if not env.findings:  # the common case: nothing to keep
+        return
     kept = ctx.state.setdefault(_FINDINGS, [])
     assert isinstance(kept, list)
     kept.extend(env.findings)
