@@ -50,10 +50,9 @@ def test_ids_have_their_shapes_and_do_not_repeat() -> None:
 
 def test_each_process_draws_its_own_ids() -> None:
     code = "from core.tracing import new_request_id; print(new_request_id())"
-    env = {**os.environ}
     outs = {
         subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
         ).stdout
         for _ in range(3)
     }

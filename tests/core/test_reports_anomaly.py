@@ -178,3 +178,19 @@ async def test_baselines_survive_a_restart_for_any_bucket_size(
 async def test_without_enough_history_a_restarted_detector_stays_quiet() -> None:
     # Too few buckets in the window: no baseline, so the same spike is not judged.
     assert await restarted_alerts(MemoryStore(), 60, 5) == []
+
+
+@pytest.mark.anyio
+async def test_the_baseline_follows_the_history_as_buckets_roll() -> None:
+    # Spend steps up once and stays up: the first high buckets are spikes against the old
+    # baseline, but once most of the history is high the new level is the baseline. A baseline
+    # kept from an earlier bucket (not recomputed as buckets roll) would alert on every one.
+    spans: list[Span] = []
+    for b in range(40):
+        cost = 0.001 if b < 14 else 0.01
+        spans += [span(b * 10 + i, T0 + b * BUCKET + i, "key_a", cost) for i in range(3)]
+    feed = await run(spans)  # min_buckets 12
+    spend = [a for a in feed.listing() if a["kind"] == "anomaly_spend"]
+    assert spend, "the step itself is a spike"
+    late = [a for a in spend if a["details"]["bucket_start"] >= T0 + 32 * BUCKET]
+    assert late == [], late
