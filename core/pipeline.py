@@ -570,12 +570,13 @@ class Pipeline:
             return
         call.recorded = True
         span = call.span
-        span.findings = _findings(call.state)
-        span.redactions = sum(1 for f in span.findings if f.start is not None)
-        # A filter that could not check and let the call through says so on the span itself.
-        span.flags.extend(
-            sorted({f"fail_open:{f.filter}" for f in span.findings if f.action == "fail_open"})
-        )
+        if call.state:  # filters keep their findings there; with none, nothing to collect
+            span.findings = _findings(call.state)
+            span.redactions = sum(1 for f in span.findings if f.start is not None)
+            # A filter that could not check and let the call through says so on the span.
+            span.flags.extend(
+                sorted({f"fail_open:{f.filter}" for f in span.findings if f.action == "fail_open"})
+            )
         span.latency_ms = (time.perf_counter() - call.started) * 1000
         span.input_tokens = usage.input_tokens
         span.output_tokens = usage.output_tokens

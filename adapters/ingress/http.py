@@ -66,6 +66,29 @@ class Incoming:
             if not message.get("more_body", False):
                 return
 
+    async def read(self, limit: int) -> bytes:
+        """The whole body, as `read_body` reads `stream()`, without an async generator's
+        set-up and finalizer hooks (most bodies come in one message).
+
+        Raises:
+            ClientDisconnect: the client went away before the body was complete.
+            PayloadTooLarge: more than `limit` bytes.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            body: bytes = message.get("body", b"")
+            size += len(body)
+            if size > limit:
+                raise _too_large(limit)
+            if body:
+                chunks.append(body)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
 
 class Direct:
     """An endpoint that `core.app` serves ahead of Starlette's middleware and router.
@@ -117,17 +140,22 @@ async def read_body(request: Inbound, limit: int, *, form: bool = False) -> byte
             "This endpoint reads a JSON body (Content-Type: application/json), not a form."
         )
     declared = request.headers.get("content-length")
-    too_large = PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
+    if isinstance(request, Incoming):
+        return await request.read(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
 
 
 def parse_json_model(model: type[M], body: bytes) -> M:

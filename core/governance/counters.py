@@ -2,8 +2,9 @@
 
 Limits and budgets hold exactly only if checking a counter and adding to it cannot interleave with
 another request doing the same. `CounterStore.reserve` therefore takes every counter a request
-touches and either increments all of them or none. `MemoryCounters` does it under one lock in this
-process; `store.redis_counters.RedisCounters` does it in one Lua script so replicas share counters.
+touches and either increments all of them or none. `MemoryCounters` does it in one step of the
+event loop (nothing in it awaits, so no other request can run in between);
+`store.redis_counters.RedisCounters` does it in one Lua script so replicas share counters.
 
 Every counter is an integer (tokens, requests, seconds, micro-dollars) that lives until its TTL
 runs out: window counters are keyed by their bucket, so an expired key is simply last window's.
@@ -15,8 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
-
-import anyio
 
 _SWEEP_SECONDS = 60.0
 
@@ -102,54 +101,52 @@ class _Cell:
 
 
 class MemoryCounters:
-    """Counters in this process: one lock makes each check-and-increment atomic."""
+    """Counters in this process, for the event loop that serves the calls.
+
+    No method awaits anything, so each runs to its end before another task can start one: a
+    check-and-increment cannot interleave with another, with no lock to take (an `anyio.Lock`
+    would add two trips through the event loop to every call). Not for use from other threads.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._cells: dict[str, _Cell] = {}
-        self._lock = anyio.Lock()
         self._next_sweep = 0.0
 
     async def reserve(self, items: Sequence[CounterItem]) -> Admission:
-        async with self._lock:
-            now = self._tick()
-            current = tuple(self._value(item.key, now) for item in items)
-            for index, (item, count) in enumerate(zip(items, current, strict=True)):
-                if item.limit is not None and (
-                    count >= item.limit or count + item.amount > item.limit
-                ):
-                    return Admission(False, current, index)
-            after = []
-            for item, count in zip(items, current, strict=True):
-                value = max(0, count + item.amount)
-                self._cells[item.key] = _Cell(value, now + item.ttl_seconds)
-                after.append(value)
-            return Admission(True, tuple(after))
+        now = self._tick()
+        current = tuple(self._value(item.key, now) for item in items)
+        for index, (item, count) in enumerate(zip(items, current, strict=True)):
+            if item.limit is not None and (count >= item.limit or count + item.amount > item.limit):
+                return Admission(False, current, index)
+        after = []
+        for item, count in zip(items, current, strict=True):
+            value = max(0, count + item.amount)
+            self._cells[item.key] = _Cell(value, now + item.ttl_seconds)
+            after.append(value)
+        return Admission(True, tuple(after))
 
     async def settle(self, adjustments: Sequence[CounterAdjustment]) -> tuple[int, ...]:
-        async with self._lock:
-            now = self._tick()
-            after = []
-            for adj in adjustments:
-                cell = self._cells.get(adj.key)
-                if cell is None or cell.expires_at <= now:
-                    cell = self._cells[adj.key] = _Cell(0, now + adj.ttl_seconds)
-                cell.value = max(0, cell.value + adj.delta)
-                after.append(cell.value)
-            return tuple(after)
+        now = self._tick()
+        after = []
+        for adj in adjustments:
+            cell = self._cells.get(adj.key)
+            if cell is None or cell.expires_at <= now:
+                cell = self._cells[adj.key] = _Cell(0, now + adj.ttl_seconds)
+            cell.value = max(0, cell.value + adj.delta)
+            after.append(cell.value)
+        return tuple(after)
 
     async def get(self, keys: Sequence[str]) -> tuple[int, ...]:
-        async with self._lock:
-            now = self._tick()
-            return tuple(self._value(key, now) for key in keys)
+        now = self._tick()
+        return tuple(self._value(key, now) for key in keys)
 
     async def mark(self, key: str, ttl_seconds: float) -> bool:
-        async with self._lock:
-            now = self._tick()
-            if self._value(key, now):
-                return False
-            self._cells[key] = _Cell(1, now + ttl_seconds)
-            return True
+        now = self._tick()
+        if self._value(key, now):
+            return False
+        self._cells[key] = _Cell(1, now + ttl_seconds)
+        return True
 
     def _value(self, key: str, now: float) -> int:
         cell = self._cells.get(key)

@@ -77,7 +77,17 @@ class Window:
 
 
 def _month_bucket(now: float) -> Bucket:
+    # Every call in a month asks for the same bucket: the last one is kept (one reference,
+    # replaced whole, so a reader in another thread sees the old bucket or the new one).
+    last = _last_month[0]
+    if last is not None and last.start <= now < last.reset_at:
+        return last
     moment = datetime.fromtimestamp(now, UTC)
     start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
     end = (start + timedelta(days=32)).replace(day=1)
-    return Bucket(start.strftime("%Y%m"), start.timestamp(), end.timestamp())
+    bucket = Bucket(start.strftime("%Y%m"), start.timestamp(), end.timestamp())
+    _last_month[0] = bucket
+    return bucket
+
+
+_last_month: list[Bucket | None] = [None]

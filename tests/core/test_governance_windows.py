@@ -28,6 +28,20 @@ def test_month_window_ends_on_the_first_of_the_next_month() -> None:
     assert (bucket.name, bucket.reset_at) == ("202712", at("2028-01-01T00:00:00"))
 
 
+def test_month_buckets_follow_the_clock_across_month_ends_both_ways() -> None:
+    # The last month's bucket is kept: it must never answer for a moment outside it, forwards
+    # or (a test clock, a corrected system clock) backwards.
+    month = Window.parse("month")
+    moments = ["2027-01-31T23:59:59", "2027-02-01T00:00:00", "2027-01-31T23:59:59",
+               "2027-02-28T12:00:00", "2027-03-01T00:00:00", "2026-12-31T23:00:00"]  # fmt: skip
+    names = []
+    for moment in moments:
+        bucket = month.bucket(at(moment))
+        assert bucket is not None and bucket.start <= at(moment) < bucket.reset_at
+        names.append(bucket.name)
+    assert names == ["202701", "202702", "202701", "202702", "202703", "202612"]
+
+
 def test_overnight_window_is_one_bucket_across_midnight_and_off_by_day() -> None:
     nightly = Window.parse("22:00-06:00")
     evening, morning = (

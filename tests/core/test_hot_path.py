@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from core.envelope import Envelope, Message, Modality, TextPart, ToolSpec
 from core.reports import MEASURES, Totals
 from core.tracing import new_request_id, new_span_id, new_trace_id
@@ -154,3 +156,44 @@ def test_a_direct_read_of_the_registry_sees_tallied_counts() -> None:
     metrics.call_series("openai.chat", "chat", "ok").requests.inc(3)
     labels = {"route": "openai.chat", "model": "chat", "status": "ok"}
     assert metrics.registry.get_sample_value("agentgw_requests_total", labels) == 3
+
+
+def test_bucketed_observations_expose_what_histogram_observe_does() -> None:
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from core.metrics import Metrics
+
+    # Every bound itself, just either side of it, zero, and values past the last bound.
+    bounds = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+    rng = random.Random(7)
+    values = [0.0, 500.0, *bounds, *(b * (1 + d) for b in bounds for d in (-1e-9, 1e-9))]
+    values += [rng.uniform(0, 150) for _ in range(300)]
+    metrics = Metrics()
+    registry = CollectorRegistry()
+    reference = Histogram(
+        "agentgw_request_duration_seconds", "Call latency.", ["route"], buckets=bounds,
+        registry=registry,
+    )  # fmt: skip
+    series = metrics.call_series("openai.chat", "chat", "ok")
+    for i, value in enumerate(values):
+        series.duration.observe(value)
+        reference.labels("openai.chat").observe(value)
+        if i in (10, 200):  # a read midway hands over what came so far, once
+            metrics.render()
+
+    def lines(text: bytes) -> list[str]:
+        return [
+            line
+            for line in text.decode().splitlines()
+            if line.startswith("agentgw_request_duration_seconds_")
+            and not line.startswith("agentgw_request_duration_seconds_created")
+        ]
+
+    ours, theirs = lines(metrics.render()), lines(generate_latest(registry))
+    assert len(ours) == len(bounds) + 3  # each bucket, +Inf, count and sum
+    # Buckets and count exactly; the sum up to float rounding (added in another order).
+    assert ours[:-1] == theirs[:-1]
+    (our_sum, their_sum) = (float(line.rsplit(" ", 1)[1]) for line in (ours[-1], theirs[-1]))
+    assert our_sum == pytest.approx(their_sum, rel=1e-12) and our_sum > 0

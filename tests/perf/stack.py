@@ -40,6 +40,9 @@ models:
   - {{name: {model}, targets: [{{provider: sim, model: {sim_model}}}]}}
 prices:
   - {{provider: sim, model: {sim_model}, input_per_1m: 2.0, output_per_1m: 8.0}}
+# Budgets on, as the targets ask: every call reserves against the department's (never spent).
+budgets:
+  - {{level: department, target: engineering, amount_usd: 1000000, period: month}}
 """
 
 # Extra configuration per gateway variant (appended to GATEWAY_CONFIG).
