@@ -97,3 +97,24 @@ def test_chinese_sentences_are_analysed_not_skipped(
     analyzer: PIIAnalyzer, entity: str, text: str
 ) -> None:
     assert [d.entity for d in analyzer.analyze(text, [entity])] == [entity]
+
+
+def test_email_domains_judged_once_per_host_as_the_extractor_judges_each_address() -> None:
+    import tldextract
+
+    from filters.pii.engine import _OfflineEmailRecognizer
+
+    extract = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
+    recognizer = _OfflineEmailRecognizer(extract, max_hosts=8)
+    locals_ = ["a", "user-00ab12", "x//y", "http:", "s://t", "[::1]", "a:b", "a?b", "a#b", "//"]
+    hosts = ["example.com", "example.co.uk", "localhost", "example.invalidtld", "mail.example.",
+             "EXAMPLE.COM", "192.0.2.1", "[2001:db8::1]", "example.com:25", "a.b",
+             "example"]  # fmt: skip
+    seen = set()
+    for host in hosts * 2:  # the second pass answers from what the first kept (or re-judged)
+        for local in locals_:
+            text = f"{local}@{host}"
+            expected = extract(text).fqdn != ""
+            assert recognizer.validate_result(text) is expected, text
+            seen.add(expected)
+    assert seen == {True, False}
