@@ -32,8 +32,11 @@ class SharedHTTP:
             limit=self._max, limit_per_host=0, keepalive_timeout=30, enable_cleanup_closed=True
         )
         # Timeouts are set per request by each provider; the session has none of its own.
+        # No cookie jar: one session serves every tenant, so a cookie an upstream set for one
+        # caller must never ride along on another's request (and no jar is consulted per call).
         self._session = aiohttp.ClientSession(
             connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
             raise_for_status=False,
