@@ -11,7 +11,9 @@ Presidio loaded:
 - before a pattern runs (with Presidio's timeout, which makes `regex` read the process CPU clock,
   a system call, on every call), a screen may rule it out: a simpler expression every match of
   that very pattern contains, run without a timeout (`_SCREENS`, keyed by the pattern's source,
-  so a pattern Presidio changes loses its screen rather than keeping a wrong one);
+  so a pattern Presidio changes loses its screen rather than keeping a wrong one); a pattern whose
+  matches never span a blank (URL's) runs only on the blank-free runs holding a hit of its screen
+  (`_RUN_SCREENS`), not over the whole text;
 - recognizers that run their own `analyze` (IBAN, phone numbers) are called as they are, but only
   when one of their patterns could match at all (IBAN), or their own pre-check says so (phone);
 - the context step of `LemmaContextAwareEnhancer` (same window, keyword test, boost and cap),
@@ -24,7 +26,8 @@ The full engine stays: it is the oracle in the equality test, and NER mode runs 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import hashlib
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +63,88 @@ _SCREENS: dict[str, str] = {
     r"\b[0-9]{8,17}\b": r"[0-9]{8}",
     r"(\b[0-9]{9}\b)": r"[0-9]{9}",
     r"\b([0-9]{3})[- ]?([0-9]{3})[- ]?([0-9]{4})\b": r"[0-9]{3}[- ]?[0-9]{3}[- ]?[0-9]{4}",
+    # US_DRIVER_LICENSE (its other pattern: `_RUN_SCREENS`): six digits in a row.
+    r"\b([0-9]{6,14}|[0-9]{16})\b": r"[0-9]{6}",
+    # IP_ADDRESS: the IPv6 forms all hold a ':' (every alternative has "hex:" or "::"); IPv4 a
+    # digit, a dot and a digit (an octet's last digit, its dot, the next octet's first).
+    r"(?<![\w:])::(?:ffff(?::0{1,4})?:)?(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)(?:/(?:12[0-8]|1[01]\d|[1-9]?\d))?\b": r"::",
+    r"(?<![\w:])(?:(?:[0-9A-Fa-f]{1,4}:){1,5}:(?:[0-9A-Fa-f]{1,4}:){0,4}|(?:[0-9A-Fa-f]{1,4}:){6})"
+    r"(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)"
+    r"(?:/(?:12[0-8]|1[01]\d|[1-9]?\d))?\b": r"[0-9A-Fa-f]:",
+    r"\b(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\."
+    r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)"
+    r"(?:/(?:[0-2]?\d|3[0-2]))?\b": r"[0-9]\.[0-9]",
+    r"(?<![\w:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|(?:[0-9A-Fa-f]{1,4}:){1,7}:|"
+    r":(?::[0-9A-Fa-f]{1,4}){1,7}|(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}|"
+    r"(?:[0-9A-Fa-f]{1,4}:){1,5}(?::[0-9A-Fa-f]{1,4}){1,2}|"
+    r"(?:[0-9A-Fa-f]{1,4}:){1,4}(?::[0-9A-Fa-f]{1,4}){1,3}|"
+    r"(?:[0-9A-Fa-f]{1,4}:){1,3}(?::[0-9A-Fa-f]{1,4}){1,4}|"
+    r"(?:[0-9A-Fa-f]{1,4}:){1,2}(?::[0-9A-Fa-f]{1,4}){1,5}|[0-9A-Fa-f]{1,4}:(?::[0-9A-Fa-f]{1,4}){1,6}|"
+    r":(?::[0-9A-Fa-f]{1,4}){1,6})(?:%[0-9a-zA-Z]+)?(?:/(?:12[0-8]|1[01]\d|[1-9]?\d))?"
+    r"(?![\w:]|\.\d)": r":",
+    r"(?<![\w:])::(?:/(?:12[0-8]|1[01]\d|[1-9]?\d))?(?![\w:])": r"::",
+    # DATE_TIME: the separators between the numbers (or the month's name), with the digits
+    # around them that every match of the pattern has.
+    r"\b(?:(\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T[0-2]\d:[0-5]\d:[0-5]\d\.\d+"
+    r"([+-][0-2]\d:[0-5]\d|Z))|(\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T[0-2]\d:[0-5]"
+    r"\d:[0-5]\d([+-][0-2]\d:[0-5]\d|Z))|(\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T"
+    r"[0-2]\d:[0-5]\d([+-][0-2]\d:[0-5]\d|Z)))\b": r"\d{4}-\d\d-\d\d",
+    r"\b(([1-9]|0[1-9]|1[0-2])/([1-9]|0[1-9]|[1-2][0-9]|3[0-1])/(\d{4}|\d{2}))\b": r"\d/\d",
+    r"\b(([1-9]|0[1-9]|[1-2][0-9]|3[0-1])/([1-9]|0[1-9]|1[0-2])/(\d{4}|\d{2}))\b": r"\d/\d",
+    r"\b(\d{4}/([1-9]|0[1-9]|1[0-2])/([1-9]|0[1-9]|[1-2][0-9]|3[0-1]))\b": r"\d/\d",
+    r"\b(([1-9]|0[1-9]|1[0-2])-([1-9]|0[1-9]|[1-2][0-9]|3[0-1])-\d{4})\b": r"\d-\d\d?-\d{4}",
+    r"\b(([1-9]|0[1-9]|[1-2][0-9]|3[0-1])-([1-9]|0[1-9]|1[0-2])-\d{4})\b": r"\d-\d\d?-\d{4}",
+    r"\b(\d{4}-([1-9]|0[1-9]|1[0-2])-([1-9]|0[1-9]|[1-2][0-9]|3[0-1]))\b": r"\d{4}-\d\d?-\d",
+    r"\b(([1-9]|0[1-9]|[1-2][0-9]|3[0-1])\.([1-9]|0[1-9]|1[0-2])\.(\d{4}|\d{2}))\b": (
+        r"\d\.\d\d?\.\d\d"
+    ),
+    r"\b(([1-9]|0[1-9]|[1-2][0-9]|3[0-1])-(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)-"
+    r"(\d{4}|\d{2}))\b": r"\d-(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)-\d\d",
+    r"\b((JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)-(\d{4}|\d{2}))\b": (
+        r"(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)-\d\d"
+    ),
+    r"\b(([1-9]|0[1-9]|[1-2][0-9]|3[0-1])-(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC))\b": (
+        r"\d-(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)"
+    ),
+    r"\b(([1-9]|0[1-9]|1[0-2])/\d{4})\b": r"\d/\d{4}",
+    r"\b(([1-9]|0[1-9]|1[0-2])/\d{2})\b": r"\d/\d\d",
+    # MAC_ADDRESS, UUID: their first groups and separators.
+    r"\b[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}\b": (
+        r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]"
+    ),
+    r"\b[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\b": r"[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.",
+    r"\b[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b": (
+        r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-"
+    ),
+    # US_ITIN (three patterns): '9', two digits, maybe a separator, two more.
+    r"\b9\d{2}[- ](5\d|6[0-5]|7\d|8[0-8]|9([0-2]|[4-9]))\d{4}\b|\b9\d{2}(5\d|6[0-5]|7\d|8[0-8]|"
+    r"9([0-2]|[4-9]))[- ]\d{4}\b": r"9\d\d[- ]?\d\d",
+    r"\b9\d{2}(5\d|6[0-5]|7\d|8[0-8]|9([0-2]|[4-9]))\d{4}\b": r"9\d\d\d\d",
+    r"\b9\d{2}[- ](5\d|6[0-5]|7\d|8[0-8]|9([0-2]|[4-9]))[- ]\d{4}\b": r"9\d\d[- ]\d\d",
+    # US_PASSPORT (the lettered one), MEDICAL_LICENSE: a letter or '9' before the digits.
+    r"(\b[A-Z][0-9]{8}\b)": r"[A-Z][0-9]{8}",
+    r"[abcdefghjklmprstuxABCDEFGHJKLMPRSTUX]{1}[a-zA-Z]{1}\d{7}|"
+    r"[abcdefghjklmprstuxABCDEFGHJKLMPRSTUX]{1}9\d{7}": r"[a-zA-Z9]\d{7}",
+}
+# Run screens: patterns every match of which lies inside one run of non-blank characters and is
+# found there as in the whole text: nothing in them matches a blank (`\s`), and their only
+# assertions are `\b` and one-character lookarounds for non-blank classes, which a blank next to a
+# run answers as the run's edge does. Keyed by the SHA-256 (first 32 hex digits) of the pattern's
+# source (the URL patterns are 6 KB each); a pattern Presidio changes loses its entry. The value is
+# a screen every match contains: the pattern runs only on the runs holding a hit of it.
+# tests/filters/test_pii_fast.py checks the screens and the same answers either way.
+_RUN_SCREENS: dict[str, str] = {
+    # URL: "https?://", a quote, and a '.' before the top-level domain, whose first character is
+    # a letter (`[a-z]` with the pattern's flags matches exactly what its literal letters do: a
+    # test checks every code point).
+    "422b91a465b6177e83eb908ce308fbc3": r"https?://",  # "https?://" + domain
+    "7405c3a8b8c39f4d0850f0598d9e19cd": r"[.][a-z]",  # bare domain
+    "473c5e6b40a312726402cd1f58f430d5": r"[\"']https?://",  # quoted "https?://" + domain
+    "58b5bbbc4796bab1808322896eb62264": r"[\"']\S*[.][a-z]",  # quoted bare domain
+    # US_DRIVER_LICENSE, lettered: every alternative holds a letter next to a digit, but the one
+    # Presidio mistyped ("A-Z]{2}[0-9]{2,5}": literally "A-Z]]" and digits).
+    "ab1eb0b240f24580398c85e7215e1324": r"[A-Z][0-9]|[0-9][A-Z]|A-Z\]",
 }
 _ID = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
 _NAME = RecognizerResult.RECOGNIZER_NAME_KEY
@@ -79,6 +164,8 @@ class _Entry:
     # The context words lower-cased, for `ContextWindow.could_support`; None if it cannot say
     # (a word with a sigma, whose lower-casing depends on its neighbours).
     probe: tuple[str, ...] | None
+    # Per pattern: its run screen (`_RUN_SCREENS`) and the blank-free run expression, or None.
+    runs: tuple[tuple[Any, Any] | None, ...] = ()
 
 
 class PatternEngine:
@@ -179,8 +266,9 @@ def _entry(rec: EntityRecognizer) -> _Entry:
     compiled = tuple(
         (regex.compile(p.regex, flags=flags), p.score, _screen(p.regex, flags)) for p in patterns
     )
+    runs = tuple(_run_screen(p.regex, flags) for p in patterns)
     plain = type(rec).analyze is PatternRecognizer.analyze
-    return _Entry(rec, compiled, plain, context, probe)
+    return _Entry(rec, compiled, plain, context, probe, runs)
 
 
 def remove_duplicates(results: list[RecognizerResult]) -> list[RecognizerResult]:
@@ -196,8 +284,33 @@ def _screen(source: str, flags: int | None) -> Any:
     return None if screen is None else regex.compile(screen, flags=flags)
 
 
+def _run_screen(source: str, flags: int | None) -> tuple[Any, Any] | None:
+    screen = _RUN_SCREENS.get(hashlib.sha256(source.encode()).hexdigest()[:32])
+    if screen is None:
+        return None
+    return regex.compile(screen, flags=flags), regex.compile(r"\S+", flags=flags)
+
+
 def _serves(rec: EntityRecognizer, entities: Collection[str]) -> bool:
     return rec.supported_language == "en" and any(e in rec.supported_entities for e in entities)
+
+
+def _matches(pattern: Any, text: str, runs: tuple[Any, Any] | None) -> Iterator[tuple[int, int]]:
+    """The spans of `pattern.finditer(text)` (with Presidio's timeout); for a pattern with a run
+    screen, found run by run, in the runs holding a hit of the screen (each with the timeout)."""
+    if runs is None:
+        for match in pattern.finditer(text, timeout=REGEX_TIMEOUT_SECONDS):
+            yield match.span()
+        return
+    screen, blank_free = runs
+    if screen.search(text) is None:
+        return
+    for run in blank_free.finditer(text):
+        start, end = run.span()
+        if screen.search(text, start, end) is None:
+            continue
+        for match in pattern.finditer(text[start:end], timeout=REGEX_TIMEOUT_SECONDS):
+            yield start + match.start(), start + match.end()
 
 
 def _run_patterns(entry: _Entry, text: str) -> list[RecognizerResult]:
@@ -208,12 +321,11 @@ def _run_patterns(entry: _Entry, text: str) -> list[RecognizerResult]:
     name: str = rec.name  # type: ignore[has-type]
     metadata = {_NAME: name, _ID: rec.id}
     results: list[RecognizerResult] = []
-    for pattern, base, screen in entry.patterns:
+    for i, (pattern, base, screen) in enumerate(entry.patterns):
         if screen is not None and screen.search(text) is None:
             continue  # no match possible, known without the timed (system-call) run
         try:
-            for match in pattern.finditer(text, timeout=REGEX_TIMEOUT_SECONDS):
-                start, end = match.span()
+            for start, end in _matches(pattern, text, entry.runs[i]):
                 current = text[start:end]
                 if current == "":
                     continue

@@ -22,6 +22,11 @@ TEXTS = [
     "Order 12000, invoice 2024-05-01, ext. +1 212 555 0147 x 42, page 12-15.",
     "手机+86 139 1234 5678\uff0c座机010-6552-9988。",
     "No numbers here at all.",
+    # The gateway benchmark's unique prompt: an all-digit id twice (in the e-mail, after "ticket"),
+    # which every region must turn down without a number being found in it.
+    "Write to user-00000123@example.com or call 202-555-0147 about ticket 00000123.",
+    "Write to user-00491234@example.com or call 202-555-0199 about ticket 00491234.",
+    "ids 2125550147x, x2125550147 and 2125550147; 0049 30 1234567 and 0030 1234567 (DE/FR).",
 ]
 
 

@@ -9,7 +9,8 @@ and precision per entity type on fixtures/pii/matrix.json.
 Pattern mode also gets the analyzer alone on a new ~90-character prompt holding an e-mail and a
 phone number (the gateway benchmark's `--unique` prompt), CPU per text, both with our pattern
 engine and with Presidio's own engine (`analyze_reference`): once with a phone number new every
-time, once with the same number (as in that benchmark; the phone verdicts are remembered).
+time, once with the same number (as in that benchmark; the phone verdicts are remembered); with a
+lettered token, and with the in-process benchmark's `f"{n:08x}"` one (mostly all digits).
 """
 
 from __future__ import annotations
@@ -97,35 +98,51 @@ async def _quality(pii: PIIFilter) -> dict[str, tuple[int, int, int]]:
     return scores
 
 
-def _prompts(new_phone: bool, first: int) -> Iterator[str]:
+def _prompts(new_phone: bool, first: int, hex8: bool = False) -> Iterator[str]:
+    """The `--unique` prompt; `hex8`: with the in-process benchmark's token (`f"{n:08x}"`, n from
+    0: mostly digits, so each token is also a phone-number candidate, twice per prompt)."""
     for n in itertools.count(first):
         phone = f"202-555-{n % 10_000:04d}" if new_phone else "202-555-0147"
-        yield f"Write to user-{n:x}q@example.com or call {phone} about ticket {n:x}q."
+        token = f"{n:08x}" if hex8 else f"{n:x}q"
+        yield f"Write to user-{token}@example.com or call {phone} about ticket {token}."
 
 
-def _analyzer_cpu(analyze: Callable[[str], object], prompts: Iterator[str], runs: int) -> float:
-    """CPU p50 in microseconds of `analyze` on the next `runs` prompts."""
+def _analyzer_cpu(
+    analyze: Callable[[str], object], prompts: Iterator[str], runs: int
+) -> tuple[float, float]:
+    """CPU p50 and mean in microseconds of `analyze` on the next `runs` prompts (the mean is what
+    throughput pays: with 08x tokens, the costlier all-digit ones are a minority)."""
     cpu = []
     for _ in range(runs):
         text = next(prompts)
         start = time.thread_time()
         analyze(text)
         cpu.append(time.thread_time() - start)
-    return statistics.median(cpu) * 1e6
+    return statistics.median(cpu) * 1e6, statistics.fmean(cpu) * 1e6
 
 
 def analyzer_figures(runs: int = 300) -> None:
     analyzer = PIIAnalyzer()
     analyzer.load()
     entities = list(DEFAULT_ENTITIES)
-    for label, new_phone in (("new phone each time", True), ("same phone", False)):
+    for label, new_phone, hex8 in (
+        ("new phone each time", True, False),
+        ("same phone", False, False),
+        ("08x token, same phone", False, True),
+        ("08x token, new phone each time", True, True),
+    ):
         # Disjoint prompt streams: neither path sees a number the other one saw.
-        ours = _analyzer_cpu(lambda t: analyzer.analyze(t, entities), _prompts(new_phone, 1), runs)
+        ours = _analyzer_cpu(
+            lambda t: analyzer.analyze(t, entities), _prompts(new_phone, 1, hex8), runs
+        )
         theirs = _analyzer_cpu(
-            lambda t: analyzer.analyze_reference(t, entities), _prompts(new_phone, 5001), runs
+            lambda t: analyzer.analyze_reference(t, entities),
+            _prompts(new_phone, 5001, hex8),
+            runs,
         )
         print(f"[pattern] analyzer, 90-char e-mail + phone prompt, {label}: CPU p50 "
-              f"{ours:.0f} us (Presidio's engine {theirs:.0f} us)")  # fmt: skip
+              f"{ours[0]:.0f} us, mean {ours[1]:.0f} us (Presidio's engine p50 {theirs[0]:.0f} us, "
+              f"mean {theirs[1]:.0f} us)")  # fmt: skip
 
 
 async def main() -> None:
