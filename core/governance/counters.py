@@ -115,14 +115,19 @@ class MemoryCounters:
 
     async def reserve(self, items: Sequence[CounterItem]) -> Admission:
         now = self._tick()
-        current = tuple(self._value(item.key, now) for item in items)
+        cells = self._cells
+        found = [cells.get(item.key) for item in items]
+        current = tuple(0 if c is None or c.expires_at <= now else c.value for c in found)
         for index, (item, count) in enumerate(zip(items, current, strict=True)):
             if item.limit is not None and (count >= item.limit or count + item.amount > item.limit):
                 return Admission(False, current, index)
         after = []
-        for item, count in zip(items, current, strict=True):
+        for item, count, cell in zip(items, current, found, strict=True):
             value = max(0, count + item.amount)
-            self._cells[item.key] = _Cell(value, now + item.ttl_seconds)
+            if cell is None:
+                cells[item.key] = _Cell(value, now + item.ttl_seconds)
+            else:  # the same cell, renewed (as a new one would be)
+                cell.value, cell.expires_at = value, now + item.ttl_seconds
             after.append(value)
         return Admission(True, tuple(after))
 

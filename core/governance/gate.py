@@ -28,12 +28,19 @@ from core.errors import GatewayError, GovernanceUnavailable, QuotaExceeded, Rate
 from core.governance.counters import (
     Admission,
     CounterAdjustment,
-    CounterItem,
     CounterStore,
     CounterUnavailable,
 )
 from core.governance.headers import rate_limit_headers
-from core.governance.model import Alert, Budget, CounterOutage, Limit, LimitAlert, levels_of
+from core.governance.model import (
+    Alert,
+    Budget,
+    CounterOutage,
+    Limit,
+    LimitAlert,
+    key_levels,
+    with_agent,
+)
 from core.governance.plan import (
     CONCURRENCY_TTL_SECONDS,
     MICROS_PER_USD,
@@ -50,6 +57,7 @@ from core.governance.plan import (
 )
 from core.metering import estimate_prompt_tokens
 from core.quota import Reservation
+from core.rulespec import Level
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +96,9 @@ class GovernanceGate:
         self._counters = counters
         self._limits = tuple(limits)
         self._budgets = tuple(budgets)
+        self._shadow = _has_shadow_limits(self._limits)
+        # Each key's levels (they change only with its record, and so with its Principal).
+        self._key_levels: dict[str, tuple[Principal, dict[Level, str]]] = {}
         self._price_for = price_for
         self._default_max_tokens = dict(default_max_tokens or {})
         self._fallback_max_tokens = fallback_max_tokens
@@ -102,6 +113,7 @@ class GovernanceGate:
     def replace_rules(self, limits: Sequence[Limit], budgets: Sequence[Budget]) -> None:
         """Swap the rule set (admin changes); counters already held are settled as reserved."""
         self._limits, self._budgets = tuple(limits), tuple(budgets)
+        self._shadow = _has_shadow_limits(self._limits)
 
     async def reserve(
         self,
@@ -126,7 +138,7 @@ class GovernanceGate:
             GovernanceUnavailable: the counter store is down and the policy is `fail: closed`.
         """
         now = self._clock()
-        levels = levels_of(principal, env)
+        levels = with_agent(self._levels_of_key(principal), env)
         est = self._estimate(env, cost_usd, prompt_tokens)
         held = hold_limits(self._prefix, self._limits, levels, env, est, now)
         if only is not None:
@@ -155,8 +167,19 @@ class GovernanceGate:
             raise _refusal(items, admission, now)
         hold.counts = admission.counts
         await self._alert_crossings(items, admission.counts, [i.amount for i in items], now)
-        await self._alert_shadow_limits(items, admission.counts, now)
+        if self._shadow:
+            await self._alert_shadow_limits(items, admission.counts, now)
         return reservation
+
+    def _levels_of_key(self, principal: Principal) -> dict[Level, str]:
+        known = self._key_levels.get(principal.key_id)
+        if known is not None and known[0] is principal:
+            return known[1]
+        levels = key_levels(principal)
+        if len(self._key_levels) >= 10_000:
+            self._key_levels.clear()
+        self._key_levels[principal.key_id] = (principal, levels)
+        return levels
 
     async def settle(self, reservation: Reservation, usage: Usage, cost_usd: float | None) -> None:
         """Replace the held estimate with what the call used; release its concurrency slots.
@@ -281,10 +304,12 @@ class GovernanceGate:
         return Estimate(prompt, max_out, cost, env.modality, images, seconds, audio)
 
     def _max_tokens(self, env: Envelope) -> int:
-        for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-            value = _positive_int(env.params.get(name))
-            if value:
-                return value
+        params = env.params
+        for name in _MAX_TOKEN_PARAMS:
+            if name in params:
+                value = _positive_int(params[name])
+                if value:
+                    return value
         return self._default_max_tokens.get(env.model, self._fallback_max_tokens)
 
     def _refuse_unpriced(self, env: Envelope, budgets: list[Held]) -> None:
@@ -302,9 +327,8 @@ class GovernanceGate:
         Raises:
             GovernanceUnavailable: the store is down and the policy is closed.
         """
-        cells = [CounterItem(i.key, i.amount, i.limit, i.ttl_seconds) for i in items]
         try:
-            return await self._counters.reserve(cells)
+            return await self._counters.reserve(items)  # each `Held` is a `CounterItem`
         except CounterUnavailable as exc:
             await self._alert_outage()
             if self._fail == "closed":
@@ -416,6 +440,13 @@ def _refusal(items: Sequence[Held], admission: Admission, now: float) -> Gateway
 
 def _resets_key(key: str) -> str:
     return f"{key}:resets"
+
+
+_MAX_TOKEN_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def _has_shadow_limits(limits: Sequence[Limit]) -> bool:
+    return any(limit.action != "block" for limit in limits)
 
 
 def _positive_int(value: object) -> int:

@@ -23,6 +23,7 @@ from core.rulespec import BudgetAction, Kind, Level, Period
 TOKEN_KINDS: tuple[Kind, ...] = ("input_tokens", "output_tokens", "total_tokens")
 DEFAULT_THRESHOLDS = (0.5, 0.8, 1.0)
 PER_MINUTE = Window("minute")
+_PERIODS: dict[str, Window] = {"day": Window("day"), "month": Window("month")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class Budget:
 
     @property
     def window(self) -> Window:
-        return Window(self.period)
+        return _PERIODS.get(self.period) or Window(self.period)
 
     @property
     def amount_micros(self) -> int:
@@ -117,6 +118,11 @@ class CounterOutage:
 
 def levels_of(principal: Principal, env: Envelope) -> dict[Level, str]:
     """Each level the request sits under, with its target id (absent levels are left out)."""
+    return with_agent(key_levels(principal), env)
+
+
+def key_levels(principal: Principal) -> dict[Level, str]:
+    """The levels a key sits under, whatever the call: all of `levels_of` but the agent."""
     levels: dict[Level, str] = {"key": principal.key_id, "organization": "*"}
     segments = [s for s in principal.org_path.split("/") if s]
     names: Sequence[Level] = ("department", "team", "project")
@@ -127,8 +133,14 @@ def levels_of(principal: Principal, env: Envelope) -> dict[Level, str]:
         levels["app"] = principal.app
     if principal.customer:
         levels["customer"] = principal.customer
+    return levels
+
+
+def with_agent(levels: dict[Level, str], env: Envelope) -> dict[Level, str]:
+    """`levels` (a key's) plus the call's agent, if it names one: a new dict then, else `levels`
+    itself (never changed here)."""
     if env.trace is not None and env.trace.agent_id:
-        levels["agent"] = env.trace.agent_id
+        return {**levels, "agent": env.trace.agent_id}
     return levels
 
 

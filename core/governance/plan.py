@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.envelope import Envelope, Modality, Usage
+from core.governance.counters import CounterItem
 from core.governance.model import Budget, Limit, budget_applies, limit_applies
 from core.governance.windows import Bucket
 from core.rulespec import Kind, Level
@@ -49,13 +50,13 @@ class Estimate:
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
-    """One counter a reservation holds: the key, the amount added, and the rule it serves."""
+class Held(CounterItem):
+    """One counter a reservation holds: the key, the amount added, and the rule it serves.
 
-    key: str
-    amount: int
-    limit: int | None
-    ttl_seconds: float
+    A `CounterItem` itself (key, amount, limit, TTL), so the store is handed the held items as
+    they are.
+    """
+
     reset_at: float
     rule: Limit | Budget
 
