@@ -9,29 +9,22 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
 from core.redaction import REDACTION_COLUMNS, RedactionEvent, RedactionQuery, events_of
 from core.tracing import Span
-from store.sqlite_schema import run_many
 
 # Every column but the generated id, by name: the one list is `core.redaction.REDACTION_COLUMNS`.
 _FIELDS = tuple(name for name in REDACTION_COLUMNS if name != "id")
 _COLUMNS = ", ".join(f'"{name}"' for name in _FIELDS)
-_INSERT = f"INSERT INTO redaction_events ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})"
+INSERT_REDACTION = (
+    f"INSERT INTO redaction_events ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})"
+)
 _SELECT = f"SELECT id, {_COLUMNS} FROM redaction_events"
 SELECT_REDACTIONS = _SELECT
 
 
 def redaction_rows(spans: Sequence[Span]) -> list[tuple[object, ...]]:
-    """The rows of every span's findings, ready for `_INSERT`."""
+    """The rows of every span's findings, ready for `INSERT_REDACTION`."""
     return [tuple(getattr(e, name) for name in _FIELDS) for s in spans for e in events_of(s)]
-
-
-async def insert_redactions(db: aiosqlite.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    """Insert rows made by `redaction_rows` inside the caller's transaction."""
-    if rows:
-        await run_many(db, _INSERT, rows)
 
 
 def select_redactions(query: RedactionQuery) -> tuple[str, list[Any]]:

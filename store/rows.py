@@ -381,15 +381,17 @@ def span_from(row: RowLike) -> Span:
 
 
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(Attempt))
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _attempt_dict(attempt: Attempt) -> dict[str, Any]:
     """`dataclasses.asdict(attempt)`, at a fraction of its cost (one per span on the loop)."""
     out = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
-    if all(isinstance(v, _PLAIN) for v in out.values()):
-        return out
-    return dataclasses.asdict(attempt)  # a field that is not a scalar: copy it deeply
+    for value in out.values():
+        if type(value) not in _PLAIN:
+            # Not exactly a scalar (a subclass, a container): asdict's deep copy, as before.
+            return dataclasses.asdict(attempt)
+    return out
 
 
 def _attempt(data: dict[str, Any]) -> Attempt:

@@ -53,8 +53,8 @@ from store.reconciliations import (
     reconciliation_row,
 )
 from store.redactions import (
+    INSERT_REDACTION,
     SELECT_REDACTIONS,
-    insert_redactions,
     redaction_from,
     redaction_rows,
     select_redactions,
@@ -78,7 +78,15 @@ from store.rows import (
     span_row,
 )
 from store.sqlite_changes import append_event, apply_change, audit_select
-from store.sqlite_schema import changed, marks, migrate, run, run_many, transaction
+from store.sqlite_schema import (
+    changed,
+    marks,
+    migrate,
+    run,
+    run_many,
+    transaction,
+    write_batch,
+)
 from store.tool_pins import (
     UPSERT_PIN,
     pin_from,
@@ -302,13 +310,17 @@ class SQLiteStore(OpsMethods):
         agents = [(a, org, first, first, last) for a, org, first, last in agent_sightings(spans)]
         redactions = redaction_rows(spans)
         hourly, daily = usage_rows(spans)
-        async with self._transaction() as db:
-            await run_many(db, _INSERT_SPAN, rows)
-            await run_many(db, UPSERT_HOURLY, hourly)
-            await run_many(db, UPSERT_DAILY, daily)
-            if agents:
-                await run_many(db, _SIGHT_AGENT, agents)
-            await insert_redactions(db, redactions)
+        statements: list[tuple[str, Sequence[Sequence[object]]]] = [
+            (_INSERT_SPAN, rows),
+            (UPSERT_HOURLY, hourly),
+            (UPSERT_DAILY, daily),
+        ]
+        if agents:
+            statements.append((_SIGHT_AGENT, agents))
+        if redactions:
+            statements.append((INSERT_REDACTION, redactions))
+        async with self._connection() as db:
+            await write_batch(db, statements)
 
     # -- redaction log ---------------------------------------------------------------------
 

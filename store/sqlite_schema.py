@@ -85,6 +85,42 @@ def _has_code(statement: str) -> bool:
     return any(line and not line.startswith("--") and line != ";" for line in lines)
 
 
+Statements = Sequence[tuple[str, Sequence[Sequence[Any]]]]
+"""A write batch: each statement with its rows (`executemany`)."""
+
+
+async def write_batch(db: aiosqlite.Connection, statements: Statements) -> None:
+    """Run `statements` in one write transaction (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK).
+
+    On aiosqlite the whole transaction runs on the connection's thread in one trip: each
+    `await db.executemany(...)` is a round trip to that thread (a queue put, a wake-up, a call
+    back into the event loop), and a batch of spans took ten. aiosqlite has no public call for
+    "run this function there": `_execute` and `_conn` are what its own methods use (the store
+    tests fail if they change). Such a transaction cannot be left open by a cancelled caller:
+    it runs to its end on the thread whatever happens to the awaiting task. Any other
+    connection (the PostgreSQL adapter, which speaks aiosqlite's calls) runs the statements
+    one by one in `transaction`.
+    """
+    if not isinstance(db, aiosqlite.Connection):
+        async with transaction(db):
+            for sql, rows in statements:
+                await run_many(db, sql, rows)
+        return
+
+    def transact(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in statements:
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    await db._execute(transact, db._conn)  # type: ignore[no-untyped-call]
+
+
 async def run(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> None:
     async with db.execute(sql, params):
         pass
