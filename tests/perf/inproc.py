@@ -28,19 +28,31 @@ from starlette.types import Message
 from core.app import build_app, settle_garbage_collector
 from core.config import load_config
 from tests.e2e.procs import create_key, start_sim
+from tests.perf.loadgen import VARY_MARK
 from tests.perf.relay import build_relay
-from tests.perf.stack import CHAT_PATH, GATEWAY_CONFIG, PII_PATTERN, SIM_MODEL, VIRTUAL_MODEL
+from tests.perf.stack import (
+    CHAT_PATH,
+    GATEWAY_CONFIG,
+    PII_PATTERN,
+    PII_PROMPT,
+    SIM_MODEL,
+    VIRTUAL_MODEL,
+)
 
 CLIENTS = 32
 WARMUP = 256
 FIXED_PROMPT = "Say hello in a few words."
 
 
+_RUN = os.urandom(4).hex()
+
+
 def _prompt(unique: bool, n: int) -> str:
     if not unique:
         return FIXED_PROMPT
-    token = f"{n:08x}"  # new per request, as the load client's, so no cache can answer
-    return f"Write to user-{token}@example.com or call 202-555-0147 about ticket {token}."
+    # New per request and made as the load client makes it (`tests.perf.loadgen`: a random
+    # prefix per run, then the request's number), so no cache can answer.
+    return PII_PROMPT.replace(VARY_MARK, f"{_RUN}{n}")
 
 
 class Driver:
