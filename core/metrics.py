@@ -41,7 +41,7 @@ class Observations:
     per bucket and sum plus a scan of the bounds (`Histogram.observe`).
 
     Reads the histogram's bounds, bucket values and sum (`_upper_bounds`, `_buckets`, `_sum`:
-    prometheus_client internals; tests/core/test_metrics.py compares the exposition with
+    prometheus_client internals; tests/core/test_hot_path.py compares the exposition with
     `observe`'s). Only the event loop touches it, as with `Tally`.
     """
 
