@@ -308,6 +308,23 @@ def _matcher(
     )
 
 
+def _assert_tries_spent_alike(
+    text: str, region: str, verdicts: PhoneVerdicts, limits: tuple[int, ...]
+) -> None:
+    """Our matcher finds what phonenumbers' own finds in `region` with each limit of tries, both
+    iterated as upstream iterates and through `matches()`, the second time from the memo."""
+    for tries in limits:
+        theirs = phonenumbers.PhoneNumberMatcher(text, region, leniency=1)
+        theirs._max_tries = tries
+        ours = _matcher(text, region, verdicts)
+        ours._max_tries = tries
+        want = [(m.start, m.end) for m in theirs]
+        assert [(m.start, m.end) for m in ours] == want, (text, region, tries)
+        again = _matcher(text, region, verdicts)
+        again._max_tries = tries
+        assert [(m.start, m.end) for m in again.matches()] == want, (text, region, tries)
+
+
 def test_the_shared_matcher_spends_its_tries_as_phonenumbers_does() -> None:
     """Same matches as phonenumbers' own matcher per region, even when tries run out early."""
     rng = random.Random(13)
@@ -315,16 +332,7 @@ def test_the_shared_matcher_spends_its_tries_as_phonenumbers_does() -> None:
     for _ in range(150):
         text = " ".join(_phone_like(rng) for _ in range(rng.randint(2, 8)))
         for region in ("US", "DE", "BR"):
-            for tries in (1, 2, 3, 5, 8, 65535):
-                theirs = phonenumbers.PhoneNumberMatcher(text, region, leniency=1)
-                theirs._max_tries = tries
-                ours = _matcher(text, region, verdicts)
-                ours._max_tries = tries
-                want = [(m.start, m.end) for m in theirs]
-                assert [(m.start, m.end) for m in ours] == want, (text, region, tries)
-                again = _matcher(text, region, verdicts)
-                again._max_tries = tries
-                assert [(m.start, m.end) for m in again.matches()] == want, (text, region, tries)
+            _assert_tries_spent_alike(text, region, verdicts, (1, 2, 3, 5, 8, 65535))
 
 
 def _id_like(rng: random.Random) -> str:
@@ -360,16 +368,7 @@ def test_the_shared_matcher_spends_tries_on_candidates_it_passes_over_as_phonenu
         words = [rng.choice([_id_like, _id_like, _phone_like])(rng) for _ in range(6)]
         text = " ".join(words)
         for region in ("US", "DE", "BR"):
-            for tries in (1, 2, 3, 4, 5, 8, 13, 65535):
-                theirs = phonenumbers.PhoneNumberMatcher(text, region, leniency=1)
-                theirs._max_tries = tries
-                ours = _matcher(text, region, verdicts)
-                ours._max_tries = tries
-                want = [(m.start, m.end) for m in theirs]
-                assert [(m.start, m.end) for m in ours] == want, (text, region, tries)
-                again = _matcher(text, region, verdicts)
-                again._max_tries = tries
-                assert [(m.start, m.end) for m in again.matches()] == want, (text, region, tries)
+            _assert_tries_spent_alike(text, region, verdicts, (1, 2, 3, 4, 5, 8, 13, 65535))
 
 
 def _screen_texts(rng: random.Random) -> list[str]:
