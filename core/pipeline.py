@@ -122,20 +122,7 @@ class Pipeline:
         principal = await self._auth.authenticate(bearer_secret(info.headers), client=info.client)
         authorize_data_plane(principal)
         trace = trace_context(info.headers)
-        span = Span(
-            request_id=info.request_id,
-            span_id=trace.span_id,
-            trace_id=trace.trace_id,
-            parent_span_id=trace.parent_span_id,
-            agent_id=trace.agent_id,
-            session_id=trace.session_id,
-            started_at=time.time(),
-            key_id=principal.key_id,
-            org_path=principal.org_path,
-            app=principal.app,
-            customer=principal.customer,
-            route=info.route,
-        )
+        span = _open_span(info.request_id, trace, principal, info.route)
         return Call(
             info=info, principal=principal, trace=trace, span=span, started=time.perf_counter()
         )
@@ -639,11 +626,20 @@ def nested_call(
         agent_id=parent.agent_id,
         session_id=parent.session_id,
     )
-    span = Span(
-        request_id=request_id(trace.span_id),
+    span = _open_span(request_id(trace.span_id), trace, principal, route)
+    span.modality, span.model_requested = modality, model_requested
+    span.stream, span.flags = stream, list(flags)
+    info = CallInfo(span.request_id, route, headers or {}, client)
+    return Call(info, principal, trace, span, time.perf_counter())
+
+
+def _open_span(request_id: str, trace: TraceContext, principal: Principal, route: str) -> Span:
+    """A call's span as it starts: its place in the trace, who calls, by which route."""
+    return Span(
+        request_id=request_id,
         span_id=trace.span_id,
         trace_id=trace.trace_id,
-        parent_span_id=parent_span_id,
+        parent_span_id=trace.parent_span_id,
         agent_id=trace.agent_id,
         session_id=trace.session_id,
         started_at=time.time(),
@@ -652,13 +648,7 @@ def nested_call(
         app=principal.app,
         customer=principal.customer,
         route=route,
-        modality=modality,
-        model_requested=model_requested,
-        stream=stream,
-        flags=list(flags),
     )
-    info = CallInfo(span.request_id, route, headers or {}, client)
-    return Call(info, principal, trace, span, time.perf_counter())
 
 
 _FINDINGS = "pipeline.findings"
