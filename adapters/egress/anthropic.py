@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
+from adapters.egress.h1 import BadReply, check_url, header_block
 from adapters.egress.http import SharedHTTP
 from adapters.egress.upstream import (
     error_detail,
@@ -26,12 +26,14 @@ from adapters.egress.upstream import (
     sse_batches,
     status_error,
     timeouts,
+    traced,
     transport_error,
 )
 from adapters.wire.anthropic import BETA_MARK, message_reply_from_wire
 from adapters.wire.anthropic_encode import envelope_to_messages_request
 from adapters.wire.anthropic_stream import StreamDecoder
 from core.coalesce import coalesce
+from core.config import ConfigError
 from core.config import Provider as ProviderConfig
 from core.envelope import Envelope, Modality, StreamChunk
 from core.errors import (
@@ -42,7 +44,6 @@ from core.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from core.tracing import traceparent
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -63,6 +64,11 @@ class AnthropicProvider:
         if config.api_key:
             self._headers["x-api-key"] = config.api_key
         self._timeout, self._stream_timeout = timeouts(config)
+        try:
+            check_url(self._url)
+            self._head = header_block(self._headers)
+        except ValueError as exc:
+            raise ConfigError(f"providers.{self.name}: {exc}") from None
 
     async def send(self, env: Envelope) -> Envelope:
         """Raises:
@@ -71,16 +77,17 @@ class AnthropicProvider:
         """
         body = self._body(env, stream=False)
         try:
-            async with self._http.session.post(
-                self._url, data=body, headers=self._headers_for(env), timeout=self._timeout
-            ) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise status_error(resp.status, raw)
-        except GatewayError:
-            raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            status, raw = await self._http.upstream.post(
+                self._url,
+                body,
+                self._head_for(env),
+                total=self._timeout.total,
+                connect=self._timeout.sock_connect,
+            )
+        except (TimeoutError, OSError, BadReply) as exc:
             raise transport_error(self.name, exc) from exc
+        if status >= 400:
+            raise status_error(status, raw)
         return message_reply_from_wire(json_object(raw), env)
 
     async def stream(self, env: Envelope) -> AsyncGenerator[StreamChunk, None]:
@@ -90,14 +97,18 @@ class AnthropicProvider:
         """
         body = self._body(env, stream=True)
         try:
-            async with self._http.session.post(
-                self._url, data=body, headers=self._headers_for(env), timeout=self._stream_timeout
+            async with self._http.upstream.stream(
+                self._url,
+                body,
+                self._head_for(env),
+                read=self._stream_timeout.sock_read,
+                connect=self._stream_timeout.sock_connect,
             ) as resp:
                 if resp.status >= 400:
                     raise status_error(resp.status, await resp.read())
                 decoder = StreamDecoder()
                 # `event:` lines only repeat each data payload's `type`: the data is enough.
-                async for batch in sse_batches(resp.content):
+                async for batch in sse_batches(resp.blocks()):
                     chunks, failure = _decode(decoder, batch)
                     # What one read brought leaves together, merged; nothing waits for more.
                     for chunk in coalesce(chunks) if len(chunks) > 1 else chunks:
@@ -110,7 +121,7 @@ class AnthropicProvider:
                     raise UpstreamError(f"Upstream '{self.name}' ended the stream early.")
         except GatewayError:
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, OSError, BadReply) as exc:
             raise transport_error(self.name, exc) from exc
 
     async def aclose(self) -> None:
@@ -126,15 +137,22 @@ class AnthropicProvider:
             body.pop("stream", None)
         return orjson.dumps(body)
 
-    def _headers_for(self, env: Envelope) -> dict[str, str]:
-        headers = self._headers
+    def _head_for(self, env: Envelope) -> bytes:
+        """The request's header lines: the provider's own, the caller's betas, the trace context.
+
+        Raises:
+            UnsupportedContent: a beta name holds a line break (it would split the request).
+        """
         beta = env.params.get(BETA_MARK)
-        if isinstance(beta, str) and beta:
-            configured = headers.get("anthropic-beta")
-            headers = {**headers, "anthropic-beta": f"{configured},{beta}" if configured else beta}
-        if env.trace is not None:
-            headers = {**headers, "traceparent": traceparent(env.trace)}
-        return headers
+        if not (isinstance(beta, str) and beta):
+            return traced(self._head, env)
+        configured = self._headers.get("anthropic-beta")
+        betas = f"{configured},{beta}" if configured else beta
+        try:
+            head = header_block({**self._headers, "anthropic-beta": betas})
+        except ValueError:
+            raise UnsupportedContent("The anthropic-beta header holds a line break.") from None
+        return traced(head, env)
 
 
 def _decode(

@@ -13,9 +13,9 @@ import dataclasses
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiohttp
 import orjson
 
+from adapters.egress.h1 import BadReply, check_url, header_block
 from adapters.egress.http import SharedHTTP
 from adapters.egress.openai_media import OpenAIMedia
 from adapters.egress.realtime import OpenAIVoice
@@ -25,6 +25,7 @@ from adapters.egress.upstream import (
     sse_batches,
     status_error,
     timeouts,
+    traced,
     transport_error,
 )
 from adapters.wire.openai import (
@@ -37,6 +38,7 @@ from adapters.wire.openai import (
     moderation_reply_from_wire,
 )
 from core.coalesce import coalesce
+from core.config import ConfigError
 from core.config import Provider as ProviderConfig
 from core.envelope import Envelope, Modality, StreamChunk
 from core.errors import (
@@ -59,6 +61,11 @@ class OpenAIProvider:
         if config.api_key:
             self._headers["authorization"] = f"Bearer {config.api_key}"
         self._timeout, self._stream_timeout = timeouts(config)
+        try:
+            check_url(self._base + "/chat/completions")
+            self._head = header_block(self._headers)
+        except ValueError as exc:
+            raise ConfigError(f"providers.{self.name}: {exc}") from None
         self._media = OpenAIMedia(
             self.name, http, self._base, self._headers, (self._timeout, self._stream_timeout)
         )
@@ -83,16 +90,17 @@ class OpenAIProvider:
         # This path always streams upstream, whatever the envelope says.
         payload = orjson.dumps(self._quirked(dataclasses.replace(env, stream=True)))
         try:
-            async with self._http.session.post(
+            async with self._http.upstream.stream(
                 self._base + "/chat/completions",
-                data=payload,
-                headers=self._headers_for(env),
-                timeout=self._stream_timeout,
+                payload,
+                traced(self._head, env),
+                read=self._stream_timeout.sock_read,
+                connect=self._stream_timeout.sock_connect,
             ) as resp:
                 if resp.status >= 400:
                     raise status_error(resp.status, await resp.read())
                 done = False
-                async for batch in sse_batches(resp.content):
+                async for batch in sse_batches(resp.blocks()):
                     chunks, done, failure = _decode(batch)
                     # What one read brought leaves together, merged; nothing waits for more.
                     for chunk in coalesce(chunks) if len(chunks) > 1 else chunks:
@@ -105,7 +113,7 @@ class OpenAIProvider:
                     raise UpstreamError(f"Upstream '{self.name}' ended the stream early.")
         except GatewayError:
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, OSError, BadReply) as exc:
             raise transport_error(self.name, exc) from exc
 
     async def aclose(self) -> None:
@@ -136,25 +144,18 @@ class OpenAIProvider:
 
     async def _post(self, path: str, body: dict[str, Any], env: Envelope) -> dict[str, Any]:
         try:
-            async with self._http.session.post(
+            status, raw = await self._http.upstream.post(
                 self._base + path,
-                data=orjson.dumps(body),
-                headers=self._headers_for(env),
-                timeout=self._timeout,
-            ) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise status_error(resp.status, raw)
-        except GatewayError:
-            raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                orjson.dumps(body),
+                traced(self._head, env),
+                total=self._timeout.total,
+                connect=self._timeout.sock_connect,
+            )
+        except (TimeoutError, OSError, BadReply) as exc:
             raise transport_error(self.name, exc) from exc
+        if status >= 400:
+            raise status_error(status, raw)
         return json_object(raw)
-
-    def _headers_for(self, env: Envelope) -> dict[str, str]:
-        if env.trace is None:
-            return self._headers
-        return {**self._headers, "traceparent": traceparent(env.trace)}
 
 
 def _decode(batch: list[bytes]) -> tuple[list[StreamChunk], bool, GatewayError | None]:

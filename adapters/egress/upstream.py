@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from typing import Any
 
 import aiohttp
 import orjson
 
+from adapters.egress.h1 import BadReply, ReplyCut
 from core.config import Provider as ProviderConfig
+from core.envelope import Envelope
 from core.errors import (
     GatewayError,
     UpstreamError,
@@ -24,6 +26,7 @@ from core.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from core.tracing import traceparent
 
 _SECRETISH = re.compile(r"(sk|agw|key|pk)[-_][A-Za-z0-9_\-]{6,}", re.IGNORECASE)
 
@@ -77,14 +80,16 @@ def transport_error(name: str, exc: BaseException) -> GatewayError:
     """The error for a failure below HTTP: timeouts, refused or dropped connections."""
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"Upstream '{name}' did not answer in time.")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | ReplyCut):
+        return UpstreamError(f"Upstream '{name}' closed the connection mid-reply.")
     if isinstance(exc, aiohttp.ClientConnectorError | ConnectionError):
         return UpstreamUnavailable(f"Upstream '{name}' refused or dropped the connection.")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return UpstreamError(f"Upstream '{name}' closed the connection mid-reply.")
+    if isinstance(exc, BadReply):
+        return UpstreamError(f"Upstream '{name}' sent a reply that is not HTTP: {exc}.")
     return UpstreamError(f"Upstream '{name}' failed: {type(exc).__name__}.")
 
 
-async def sse_batches(content: aiohttp.StreamReader) -> AsyncGenerator[list[bytes], None]:
+async def sse_batches(content: AsyncIterable[bytes]) -> AsyncGenerator[list[bytes], None]:
     """The `data:` payloads of an SSE body, one list per socket read that completed any.
 
     Reads whatever the socket has in one go and splits it here: awaiting the reader once per
@@ -92,7 +97,7 @@ async def sse_batches(content: aiohttp.StreamReader) -> AsyncGenerator[list[byte
     (and never held back for the next read), so the caller can merge what arrived together.
     """
     pending = b""
-    async for block in content.iter_any():
+    async for block in content:
         lines = (pending + block).split(b"\n") if pending else block.split(b"\n")
         pending = lines.pop()
         batch = [line[5:].strip() for line in lines if line.startswith(b"data:")]
@@ -100,6 +105,13 @@ async def sse_batches(content: aiohttp.StreamReader) -> AsyncGenerator[list[byte
             yield batch
     if pending.startswith(b"data:"):
         yield [pending[5:].strip()]
+
+
+def traced(head: bytes, env: Envelope) -> bytes:
+    """Request header lines (`adapters.egress.h1.header_block`), with the call's trace context."""
+    if env.trace is None:
+        return head
+    return b"%straceparent: %s\r\n" % (head, traceparent(env.trace).encode())
 
 
 def timeouts(config: ProviderConfig) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:

@@ -144,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pii", action="store_true", help="pattern-mode PII filter on")
     parser.add_argument("--unique", action="store_true", help="a new PII-bearing prompt each")
     parser.add_argument("--relay", action="store_true", help="the minimal relay's app instead")
+    parser.add_argument(
+        "--relay-client", choices=("aiohttp", "h1"), default="aiohttp", help="the relay's client"
+    )
     args = parser.parse_args(argv)
     import uvloop  # what uvicorn runs on, as `agentgw serve` does
 
@@ -157,12 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             key = create_key(config, "perf", "engineering/platform/perf")["key"]
             os.chdir(tmp)  # the config's SQLite path is relative
-            relay = build_relay(sim.url + CHAT_PATH) if args.relay else None
+            relay = build_relay(sim.url + CHAT_PATH, args.relay_client) if args.relay else None
             app = relay or build_app(load_config(config))
             us = uvloop.run(measure(app, key, args))
         finally:
             sim.stop()
-    what = "relay" if args.relay else "agentgw" + (" + PII" if args.pii else "")
+    what = (
+        f"relay ({args.relay_client})" if args.relay else "agentgw" + (" + PII" if args.pii else "")
+    )
     mode = "stream" if args.stream else "plain"
     prompt = "new PII-bearing prompts" if args.unique else "fixed prompt"
     print(f"{what}, {mode}, {prompt}: {us:.0f} µs CPU per request")

@@ -1,8 +1,11 @@
 """The minimal relay: the floor that agentgw's overhead is measured against.
 
-A Starlette app under uvicorn that forwards the POST body to one upstream URL with the client
-agentgw uses for egress (aiohttp, one shared session) and relays the reply, a stream chunk by
-chunk. No auth, no parsing, no spans: whatever agentgw costs on top of this is its own.
+A Starlette app under uvicorn that forwards the POST body to one upstream URL with aiohttp (one
+shared session: the fastest general-purpose client measured here) and relays the reply, a stream
+chunk by chunk. No auth, no parsing, no spans: whatever agentgw costs on top of this is its own.
+
+agentgw's chat calls go out through its own leaner client (`adapters.egress.h1`); `--client h1`
+runs the relay on that client too, to tell how much of a ratio is that client's doing.
 
     python -m tests.perf.relay --port 9100 --upstream http://127.0.0.1:9000/v1/chat/completions
 """
@@ -19,6 +22,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from adapters.egress.h1 import UpstreamHTTP, header_block
 
 _HEADERS = {"content-type": "application/json"}
 
@@ -58,9 +63,49 @@ class Relay:
         return StreamingResponse(chunks(), resp.status, media_type="text/event-stream")
 
 
-def build_relay(upstream: str) -> Starlette:
-    """The relay app for one upstream URL."""
-    relay = Relay(upstream)
+class LeanRelay:
+    """`Relay` on agentgw's hot-path client instead of aiohttp."""
+
+    _head = header_block(_HEADERS)
+
+    def __init__(self, upstream: str) -> None:
+        self._upstream = upstream
+        self._client: UpstreamHTTP | None = None
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._client = UpstreamHTTP()
+        try:
+            yield
+        finally:
+            await self._client.aclose()
+
+    async def forward(self, request: Request) -> Response:
+        assert self._client is not None, "used outside the lifespan"
+        body = await request.body()
+        opened = self._client.stream(self._upstream, body, self._head, read=None, connect=None)
+        resp = await opened.__aenter__()
+        kind = resp.header("content-type") or "application/json"
+        if not kind.startswith("text/event-stream"):
+            try:
+                data = await resp.read()
+            finally:
+                await opened.__aexit__(None, None, None)
+            return Response(data, resp.status, media_type=kind)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in resp.blocks():
+                    yield chunk
+            finally:
+                await opened.__aexit__(None, None, None)
+
+        return StreamingResponse(chunks(), resp.status, media_type="text/event-stream")
+
+
+def build_relay(upstream: str, client: str = "aiohttp") -> Starlette:
+    """The relay app for one upstream URL, on `client` (aiohttp, or h1: agentgw's own)."""
+    relay = LeanRelay(upstream) if client == "h1" else Relay(upstream)
     return Starlette(
         routes=[Route("/v1/chat/completions", relay.forward, methods=["POST"])],
         lifespan=relay.lifespan,
@@ -71,11 +116,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", required=True, help="full URL of the upstream endpoint")
+    p.add_argument("--client", choices=("aiohttp", "h1"), default="aiohttp")
     args = p.parse_args(argv)
     # The same server settings as `agentgw serve`: uvloop + httptools, no access log.
     uvicorn.Server(
         uvicorn.Config(
-            build_relay(args.upstream),
+            build_relay(args.upstream, args.client),
             host="127.0.0.1",
             port=args.port,
             log_level="info",
