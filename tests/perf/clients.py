@@ -1,9 +1,10 @@
 """Which HTTP client should agentgw egress through? The same relay, measured with each.
 
-The minimal relay of `tests/perf/relay.py` (aiohttp, one shared session) against the same relay
-built on httpx: plain `httpx.AsyncClient()` as it comes, httpx with its pool raised to aiohttp's
-(so the default of 20 keep-alive connections is not what is measured), and httpx on the
-`httpx-aiohttp` transport. Each is loaded at 32 clients, non-streaming, against `agentgw sim`.
+The minimal relay of `tests/perf/relay.py` on agentgw's own hot-path client (`h1`) and on aiohttp
+(one shared session), against the same relay built on httpx: plain `httpx.AsyncClient()` as it
+comes, httpx with its pool raised to aiohttp's (so the default of 20 keep-alive connections is
+not what is measured), and httpx on the `httpx-aiohttp` transport. Each is loaded at 32 clients,
+non-streaming, against `agentgw sim`.
 
     python -m tests.perf.clients             # ~1 minute (3 interleaved rounds of 3 s each)
     python -m tests.perf.clients --quick
@@ -62,7 +63,7 @@ HTTPX_CLIENTS: dict[str, Callable[[], httpx.AsyncClient]] = {
 
 
 class HttpxRelay:
-    """`tests.perf.relay.Relay` with an httpx client in place of aiohttp."""
+    """`tests.perf.relay.AiohttpRelay` with an httpx client in place of aiohttp."""
 
     def __init__(self, upstream: str, client: Callable[[], httpx.AsyncClient]) -> None:
         self._upstream = upstream
@@ -125,12 +126,12 @@ def compare(duration: int, warmup: int, clients: int, rounds: int) -> dict[str, 
         stack.callback(sim.stop)
         upstream = sim.url + CHAT_PATH
         targets: dict[str, Target] = {}
-        for variant in ("aiohttp", *HTTPX_CLIENTS):
+        for variant in ("h1", "aiohttp", *HTTPX_CLIENTS):
             if not _available(variant):
                 print(f"  {variant}: skipped (pip install httpx-aiohttp)", file=sys.stderr)
                 continue
-            if variant == "aiohttp":
-                proc = start_relay(upstream)
+            if variant in ("h1", "aiohttp"):
+                proc = start_relay(upstream, "tests.perf.relay", "--client", variant)
             else:
                 proc = start_relay(upstream, "tests.perf.clients", "--serve", variant)
             stack.callback(proc.stop)

@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--unique", action="store_true", help="a new PII-bearing prompt each")
     parser.add_argument("--relay", action="store_true", help="the minimal relay's app instead")
     parser.add_argument(
-        "--relay-client", choices=("aiohttp", "h1"), default="aiohttp", help="the relay's client"
+        "--relay-client", choices=("h1", "aiohttp"), default="h1", help="the relay's client"
     )
     args = parser.parse_args(argv)
     import uvloop  # what uvicorn runs on, as `agentgw serve` does

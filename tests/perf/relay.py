@@ -1,11 +1,12 @@
 """The minimal relay: the floor that agentgw's overhead is measured against.
 
-A Starlette app under uvicorn that forwards the POST body to one upstream URL with aiohttp (one
-shared session: the fastest general-purpose client measured here) and relays the reply, a stream
-chunk by chunk. No auth, no parsing, no spans: whatever agentgw costs on top of this is its own.
+A Starlette app under uvicorn that forwards the POST body to one upstream URL with the client
+agentgw's chat calls go out through (`adapters.egress.h1`: the same HTTP client, as the
+benchmark asks) and relays the reply, a stream block by block. No auth, no parsing, no spans:
+whatever agentgw costs on top of this is its own.
 
-agentgw's chat calls go out through its own leaner client (`adapters.egress.h1`); `--client h1`
-runs the relay on that client too, to tell how much of a ratio is that client's doing.
+`--client aiohttp` runs it on aiohttp (one shared session) instead: the client agentgw used for
+every call until its own, and the relay of every figure measured before that (docs/performance.md).
 
     python -m tests.perf.relay --port 9100 --upstream http://127.0.0.1:9000/v1/chat/completions
 """
@@ -28,7 +29,7 @@ from adapters.egress.h1 import UpstreamHTTP, header_block
 _HEADERS = {"content-type": "application/json"}
 
 
-class Relay:
+class AiohttpRelay:
     """Forwards every POST to `upstream` over one pooled aiohttp session."""
 
     def __init__(self, upstream: str) -> None:
@@ -63,8 +64,8 @@ class Relay:
         return StreamingResponse(chunks(), resp.status, media_type="text/event-stream")
 
 
-class LeanRelay:
-    """`Relay` on agentgw's hot-path client instead of aiohttp."""
+class Relay:
+    """Forwards every POST to `upstream` over agentgw's hot-path client, connections kept."""
 
     _head = header_block(_HEADERS)
 
@@ -103,9 +104,9 @@ class LeanRelay:
         return StreamingResponse(chunks(), resp.status, media_type="text/event-stream")
 
 
-def build_relay(upstream: str, client: str = "aiohttp") -> Starlette:
-    """The relay app for one upstream URL, on `client` (aiohttp, or h1: agentgw's own)."""
-    relay = LeanRelay(upstream) if client == "h1" else Relay(upstream)
+def build_relay(upstream: str, client: str = "h1") -> Starlette:
+    """The relay app for one upstream URL, on `client` (h1: agentgw's own, or aiohttp)."""
+    relay = AiohttpRelay(upstream) if client == "aiohttp" else Relay(upstream)
     return Starlette(
         routes=[Route("/v1/chat/completions", relay.forward, methods=["POST"])],
         lifespan=relay.lifespan,
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", required=True, help="full URL of the upstream endpoint")
-    p.add_argument("--client", choices=("aiohttp", "h1"), default="aiohttp")
+    p.add_argument("--client", choices=("h1", "aiohttp"), default="h1")
     args = p.parse_args(argv)
     # The same server settings as `agentgw serve`: uvloop + httptools, no access log.
     uvicorn.Server(
