@@ -181,7 +181,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         reply, parser = self._reply, self._parser
-        if reply is None or parser is None:
+        if reply is None or parser is None or reply.complete:
             self._abort()  # bytes nobody asked for: the connection cannot be trusted again
             return
         reply.started = True
@@ -204,6 +204,12 @@ class _Connection(asyncio.Protocol):
             self._fail(ReplyCut("the upstream closed the connection mid-reply"))
 
     # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        reply = self._reply
+        if reply is not None and reply.complete:
+            # A second reply to one request: whatever the server meant, the connection is done.
+            raise BadReply("upstream sent more than one reply")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         reply = self._reply

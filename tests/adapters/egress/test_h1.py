@@ -390,3 +390,16 @@ async def test_a_reply_larger_than_the_stream_buffer_is_read_whole() -> None:
         async with client.stream(up.url, b"{}", HEADERS, read=5, connect=5) as reply:
             assert await reply.read() == big
     await client.aclose()
+
+
+async def test_bytes_after_a_complete_reply_close_the_connection() -> None:
+    async def trailing(request: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n" + JSON + b"HTTP/1.1 500")
+        return True
+
+    client = UpstreamHTTP()
+    async with upstream(trailing) as up:
+        assert await post(client, up.url) == (200, JSON)
+        assert await post(client, up.url) == (200, JSON)
+    await client.aclose()
+    assert client.opened == 2  # the first connection was not trusted with the second call
