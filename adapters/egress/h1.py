@@ -167,7 +167,6 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.reused = False
         self.idle_since = 0.0
         self._reply: _Reply | None = None
         self._parser: httptools.HttpResponseParser | None = None
@@ -461,8 +460,9 @@ class UpstreamHTTP:
         self, origin: _Origin, head: bytes, body: bytes, connect: float | None
     ) -> tuple[_Connection, _Reply]:
         """The connection the request went out on, once the reply's head is in."""
+        reuse = True
         while True:
-            conn = self._idle_connection(origin)
+            conn = self._idle_connection(origin) if reuse else None
             fresh = conn is None
             if conn is None:
                 conn = await self._connect(origin, connect)
@@ -474,8 +474,10 @@ class UpstreamHTTP:
                 if fresh or reply.started:
                     raise
                 # The server closed this idle connection as we reused it: nothing of the
-                # request was answered, so it goes out again on a new connection.
+                # request was answered, so it goes out once more, on a new connection (the
+                # router would fail over on the cut anyway, and count it against the upstream).
                 conn.done()
+                reuse = False
                 continue
             except BaseException:
                 conn._abort()
@@ -491,7 +493,6 @@ class UpstreamHTTP:
         while idle:
             conn = idle.pop()
             if not conn.closed and now - conn.idle_since < self._idle_seconds:
-                conn.reused = True
                 return conn
             conn._abort()
         return None

@@ -403,3 +403,23 @@ async def test_bytes_after_a_complete_reply_close_the_connection() -> None:
         assert await post(client, up.url) == (200, JSON)
     await client.aclose()
     assert client.opened == 2  # the first connection was not trusted with the second call
+
+
+async def test_the_one_retry_takes_a_new_connection_not_another_kept_one() -> None:
+    answered: set[int] = set()
+
+    async def first_only(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.connection in answered:
+            return False
+        answered.add(request.connection)
+        return await ok()(request, writer)
+
+    client = UpstreamHTTP()
+    async with upstream(first_only) as up:
+        first = await asyncio.gather(post(client, up.url), post(client, up.url))
+        assert first == [(200, JSON), (200, JSON)]
+        assert await post(client, up.url) == (200, JSON)
+    await client.aclose()
+    # Two kept connections, both stale: one is tried, then a new one (not the other kept one).
+    assert [r.connection for r in up.requests[2:]] in ([1, 2], [0, 2])
+    assert client.opened == 3
