@@ -417,7 +417,7 @@ async def test_the_one_retry_takes_a_new_connection_not_another_kept_one() -> No
     client = UpstreamHTTP()
     async with upstream(first_only) as up:
         first = await asyncio.gather(post(client, up.url), post(client, up.url))
-        assert first == [(200, JSON), (200, JSON)]
+        assert list(first) == [(200, JSON), (200, JSON)]
         assert await post(client, up.url) == (200, JSON)
     await client.aclose()
     # Two kept connections, both stale: one is tried, then a new one (not the other kept one).
