@@ -312,6 +312,7 @@ async def _install_filters(gw: Gateway, clock: Callable[[], float]) -> None:
         # The secret may live in the store, which is open only now.
         secret = await pii_secret(gw.store, gw.access.audit, cfg.pii.secret, clock=clock)
         pii = load(FILTERS["pii"])(cfg.pii, secret=secret, count=gw.metrics.pii_analyses.inc)
+        gw.closers.append(pii.aclose)  # its worker processes, if any
         await pii.warm()
         built.append(cast(Filter, pii))
     if cfg.moderation is not None:

@@ -293,6 +293,9 @@ class PiiFilter(_Model):
     # Languages whose specific entities are looked for: en (NER), zh (CN resident ID, mobile).
     # Pattern recognizers (e-mail, cards, IBAN …) read text in any language.
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
+    # Worker processes that run the analysis (each loads its own analyzer), taking it off the
+    # gateway's event loop and onto other cores; 0 (the default): analysed in the gateway.
+    workers: int = Field(0, ge=0, le=64)
     # Per key or team: the first policy whose `match` fits the caller replaces action/actions.
     policies: list[PiiPolicy] = Field(default_factory=list)
 

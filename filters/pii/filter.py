@@ -2,8 +2,9 @@
 
 Requests are analysed and rewritten (or refused); replies get their placeholders restored and,
 for the redact / mask / hash / block actions, model output is analysed too, streamed or not.
-Analysis runs off the event loop with a deadline, through a per-filter cache; when it cannot
-finish, the filter fails closed (503) unless configured to fail open.
+Analysis runs off the event loop with a deadline (in worker processes with `workers:`, see
+`filters.pii.workers`), through a per-filter cache; when it cannot finish, the filter fails
+closed (503) unless configured to fail open.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from filters.pii.entities import (
 )
 from filters.pii.recognizers import DenyListRecognizer, ProbedRecognizer, RegexRecognizer
 from filters.pii.stream import DEFAULT_MAX_HOLD, StreamRewriter
+from filters.pii.workers import AnalysisPool
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ class PIIFilter:
 
     `analyzer` may be shared by several filters (it loads once); the cache and the `analyses`
     count belong to this filter. `analyses` counts texts actually sent to the analyzer.
+    With a `pool`, the analyzer's own analysis runs in the pool's worker processes (started with
+    the analyzer's settings) and `analyzer` here only says what it supports: it is never loaded
+    in this process. The config's recognizers, allow list and thresholds still apply here.
 
     Raises:
         ConfigError: at construction, for an unknown entity or action, an entity the mode
@@ -122,6 +127,7 @@ class PIIFilter:
         policies: Sequence[Policy] = (),
         thresholds: Mapping[str, float] | None = None,
         score_threshold: float = 0.0,
+        pool: AnalysisPool | None = None,
     ) -> None:
         overrides = dict(actions or {})
         for act in (action, *overrides.values()):
@@ -162,6 +168,7 @@ class PIIFilter:
         # backtrack badly) and long texts still go to a thread, under `timeout`.
         inline = isinstance(self._analyzer, PIIAnalyzer) and not ner and not self._recognizers
         self._inline_chars = INLINE_CHARS if inline else 0
+        self._pool = pool
         self.fail: Fail = fail
         self.analyses = 0
         self._count = count
@@ -196,9 +203,22 @@ class PIIFilter:
         return PreCheck([e for e in entities if e not in mine], probes)
 
     async def warm(self) -> None:
-        """Load the analyzer now (off the event loop) rather than on the first request."""
-        await anyio.to_thread.run_sync(self._analyzer.load)
-        self._loaded = True
+        """Load the analyzer now (off the event loop), or start the workers and wait until
+        each has loaded it, rather than on the first request.
+
+        Raises:
+            WorkerFailed: a worker exited before it was ready (its stderr says why).
+        """
+        if self._pool is not None:
+            await self._pool.start()
+        else:
+            await anyio.to_thread.run_sync(self._analyzer.load)
+            self._loaded = True
+
+    async def aclose(self) -> None:
+        """Stop the worker processes, if any (analyses still waiting fail)."""
+        if self._pool is not None:
+            await self._pool.aclose()
 
     # -- requests ------------------------------------------------------------------------
 
@@ -370,11 +390,10 @@ class PIIFilter:
         self, texts: list[str], entities: Collection[str]
     ) -> list[tuple[Detection, ...]]:
         analyzer = self._analyzer
-        builtin = [e for e in entities if e in analyzer.supported]
+        builtin = tuple(e for e in entities if e in analyzer.supported)
         own = [r for r in self._recognizers if r.entity in entities]
 
-        def one(text: str) -> tuple[Detection, ...]:
-            found = list(analyzer.analyze(text, builtin)) if builtin else []
+        def finish(text: str, found: list[Detection]) -> tuple[Detection, ...]:
             for recognizer in own:
                 found.extend(recognizer.find(text))
             found = [d for d in found if d.score >= self._thresholds.get(d.entity, 0.0)]
@@ -383,12 +402,18 @@ class PIIFilter:
             return merge_overlaps(found) if own else tuple(found)
 
         def work() -> list[tuple[Detection, ...]]:
-            return [one(text) for text in texts]
+            return [
+                finish(text, list(analyzer.analyze(text, builtin)) if builtin else [])
+                for text in texts
+            ]
 
         self.analyses += len(texts)
         if self._count is not None:
             self._count(len(texts))
         try:
+            if self._pool is not None:
+                with anyio.fail_after(self.timeout):
+                    return await self._in_workers(self._pool, texts, builtin, finish, bool(own))
             if not self._loaded:
                 # Not under the deadline: loading happens once and is bounded (no downloads).
                 await anyio.to_thread.run_sync(analyzer.load)
@@ -407,6 +432,24 @@ class PIIFilter:
             # type is logged.
             logger.warning("PII analysis failed: %s", type(exc).__name__)
             raise AnalysisFailed("error") from None
+
+    async def _in_workers(
+        self,
+        pool: AnalysisPool,
+        texts: list[str],
+        builtin: tuple[str, ...],
+        finish: Callable[[str, list[Detection]], tuple[Detection, ...]],
+        threaded: bool,
+    ) -> list[tuple[Detection, ...]]:
+        found = await pool.analyze(texts, builtin) if builtin else [() for _ in texts]
+
+        def work() -> list[tuple[Detection, ...]]:
+            return [finish(text, list(f)) for text, f in zip(texts, found, strict=True)]
+
+        if not threaded:
+            return work()  # thresholds and the allow list only: cheap
+        # The config's own patterns run in a thread, as without workers (one may backtrack).
+        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
 
     def _unavailable(self, exc: AnalysisFailed) -> GatewayError:
         what = "timed out" if exc.reason == "timeout" else "failed"
@@ -469,6 +512,15 @@ def build_pii_filter(
             recognizers.append(DenyListRecognizer(entity, values))
         except ValueError:
             raise ConfigError(f"filters.pii.deny_list.{entity}: no values") from None
+    threshold = min([config.score_threshold, *config.thresholds.values()])
+    pool = None
+    if config.workers:
+        pool = AnalysisPool(
+            config.workers,
+            ner=config.ner,
+            score_threshold=threshold,
+            stall_after=config.timeout_ms / 1000,
+        )
     return PIIFilter(
         secret=secret,
         action=config.action,
@@ -477,10 +529,8 @@ def build_pii_filter(
         ner=config.ner,
         timeout_ms=config.timeout_ms,
         fail=config.fail,
-        analyzer=PIIAnalyzer(
-            ner=config.ner,
-            score_threshold=min([config.score_threshold, *config.thresholds.values()]),
-        ),
+        analyzer=PIIAnalyzer(ner=config.ner, score_threshold=threshold),
+        pool=pool,
         count=count,
         recognizers=recognizers,
         allow_list=config.allow_list,

@@ -9,6 +9,7 @@ held to:
     agentgw / relay throughput at 32 clients              >= 0.70
     agentgw - relay p50 at 1 client                       <= 1 ms
     agentgw+pii / relay throughput at 32 clients          >= 0.50  (pattern-mode PII on)
+    agentgw+pii-w / relay throughput at 32 clients        >= 0.50  (the same, in a worker)
 
 Run from the repository root (not collected by pytest):
 
@@ -16,12 +17,16 @@ Run from the repository root (not collected by pytest):
     python -m tests.perf.overhead --quick    # ~30 s smoke run
     python -m tests.perf.overhead --clients 1,32,128 --pii off,on
     python -m tests.perf.overhead --clients 32 --pii off,on --unique   # every prompt new, with PII
+    python -m tests.perf.overhead --clients 32 --pii on,workers --unique --duration 4 --rounds 5
 
 `--pii on` adds a second agentgw process, `agentgw+pii`, the same but with the PII filter in
 pattern mode (`filters.pii: {action: redact}`), measured in the same rounds. The default prompt
 has no digits or `@`, so the filter's pre-check passes it without analysis (and its cache would
 answer a repeated text anyway); `--unique` sends every request a new prompt with an e-mail
 address and a phone number in it, which the filter must analyse and redact: its full cost.
+`--pii workers` adds `agentgw+pii-w`: pattern mode with the analysis in one worker process
+(`filters.pii.workers: 1`). A target's CPU per request counts its whole process tree, so a
+gateway's workers are in its figure, not in the `other` column.
 
 Each cell is measured in interleaved rounds (see `rounds.py`) so that a burst of other work on
 the machine hits all three targets alike; the `other` column shows how much there was.
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.perf.loadgen import Load, have_wrk
+from tests.perf.memory import descendants
 from tests.perf.rounds import (
     Measured,
     Rounds,
@@ -49,9 +55,16 @@ from tests.perf.rounds import (
     throughput_ratios,
     warm,
 )
-from tests.perf.stack import PII_PATTERN, Deployment, machine, revision, running
+from tests.perf.stack import PII_PATTERN, PII_WORKERS, Deployment, machine, revision, running
 
 PII_TARGET = "agentgw+pii"
+PII_WORKERS_TARGET = "agentgw+pii-w"
+# `--pii` words -> the agentgw process each one adds (name, extra YAML).
+PII_MODES = {
+    "off": ("agentgw", ""),
+    "on": (PII_TARGET, PII_PATTERN),
+    "workers": (PII_WORKERS_TARGET, PII_WORKERS),
+}
 THROUGHPUT_TARGET = 0.70
 PII_THROUGHPUT_TARGET = 0.50
 LATENCY_TARGET_MS = 1.0
@@ -69,7 +82,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.target:<11} {self.clients:>3} {'yes' if self.stream else 'no':<6}"
+        return f"{self.target:<13} {self.clients:>3} {'yes' if self.stream else 'no':<6}"
 
 
 def _ms(value: float | None) -> str:
@@ -83,7 +96,7 @@ def _num(value: float | None, fmt: str) -> str:
 def table(cells: dict[Cell, Rounds]) -> str:
     """The measured cells, one line each: the median round, the spread, the noise."""
     head = (
-        f"{'target':<11} {'cl':>3} {'stream':<6} {'req/s':>7} {'range':>11} {'p50 ms':>7} "
+        f"{'target':<13} {'cl':>3} {'stream':<6} {'req/s':>7} {'range':>11} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'ttft50':>7} {'ttft99':>7} {'cpu/req':>7} {'other':>5} {'err':>4}  tool"
     )
     lines = [head, "-" * len(head)]
@@ -98,7 +111,7 @@ def table(cells: dict[Cell, Rounds]) -> str:
         )
     lines += [
         "req/s, p50, p99, ttft: the round with the median req/s; range: req/s over all rounds;",
-        "cpu/req: median CPU µs the target process spent per request (the sim's excluded);",
+        "cpu/req: median CPU µs the target's processes (workers too) spent per request;",
         "other: cores taken by processes outside the benchmark in the worst round (noise).",
     ]
     return "\n".join(lines)
@@ -115,7 +128,7 @@ def _gateways(cells: dict[Cell, Rounds]) -> list[str]:
 
 def _throughput_line(name: str, n: int, kind: str, per_round: list[float]) -> str:
     ratio = statistics.median(per_round)
-    goal = PII_THROUGHPUT_TARGET if name == PII_TARGET else THROUGHPUT_TARGET
+    goal = PII_THROUGHPUT_TARGET if name in (PII_TARGET, PII_WORKERS_TARGET) else THROUGHPUT_TARGET
     if n != TARGET_CLIENTS:
         judged = "no target at this count"
     elif ratio >= goal:
@@ -176,8 +189,12 @@ def measure_all(
     rounds: int,
     unique: bool = False,
 ) -> dict[Cell, Rounds]:
-    """Every cell, the targets taking turns round by round."""
-    pids = [t.pid for t in dep.targets.values()]
+    """Every cell, the targets taking turns round by round.
+
+    A target's CPU is its whole process tree's (a gateway's PII workers included).
+    """
+    trees = {name: (t.pid, *descendants(t.pid)) for name, t in dep.targets.items()}
+    pids = [pid for tree in trees.values() for pid in tree]
     cells: dict[Cell, Rounds] = {}
     for stream, n in itertools.product((False, True), clients):
         loads = {
@@ -198,7 +215,7 @@ def measure_all(
         windows: dict[str, list[Measured]] = {name: [] for name in loads}
         for _ in range(rounds):
             for name, load in loads.items():
-                m = run_window(load, dep.targets[name].pid, pids)
+                m = run_window(load, trees[name], pids)
                 windows[name].append(m)
                 cell = Cell(name, n, stream)
                 print(f"  {cell.label} {m.result.rps:>8.0f} req/s", file=sys.stderr, flush=True)
@@ -238,23 +255,17 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _switches(text: str) -> list[bool]:
-    """`off,on` as [False, True]."""
-    words = {"off": False, "on": True}
+def _switches(text: str) -> list[str]:
+    """`off,on,workers` (any of them) as a list of `PII_MODES` keys."""
     values = [w.strip().lower() for w in text.split(",") if w.strip()]
-    if not values or any(v not in words for v in values):
-        raise argparse.ArgumentTypeError(f"expected off, on or off,on, not {text!r}")
-    return [words[v] for v in values]
+    if not values or any(v not in PII_MODES for v in values):
+        raise argparse.ArgumentTypeError(f"expected off, on, workers or a list, not {text!r}")
+    return values
 
 
-def gateway_variants(pii: Sequence[bool]) -> dict[str, str]:
-    """The agentgw processes to run: plain when PII off is asked, `agentgw+pii` when on."""
-    variants: dict[str, str] = {}
-    if False in pii:
-        variants["agentgw"] = ""
-    if True in pii:
-        variants[PII_TARGET] = PII_PATTERN
-    return variants
+def gateway_variants(pii: Sequence[str]) -> dict[str, str]:
+    """The agentgw processes to run, one per `--pii` mode, in `PII_MODES` order."""
+    return dict(PII_MODES[mode] for mode in PII_MODES if mode in pii)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,7 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--clients", type=_ints, nargs="+", default=[[1, 32]], help="e.g. 1,32,128 or 1 32 128"
     )
     p.add_argument(
-        "--pii", type=_switches, default=[False], help="off (default), on, or off,on (both)"
+        "--pii",
+        type=_switches,
+        default=["off"],
+        help="off (default), on (pattern mode), workers (in a worker process), or a list",
     )
     p.add_argument(
         "--unique", action="store_true", help="every prompt new and holding PII (see above)"
@@ -286,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds": rounds,
         "load_average_before": _load(),
         "clients": clients,
-        "pii": ["on" if x else "off" for x in args.pii],
+        "pii": args.pii,
         "unique_prompts": args.unique,
     }
     print(f"# agentgw overhead, {started:%Y-%m-%d %H:%M} UTC; {machine()}")

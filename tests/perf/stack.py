@@ -48,6 +48,8 @@ budgets:
 # Extra configuration per gateway variant (appended to GATEWAY_CONFIG).
 PII_PATTERN = "filters:\n  pii: {action: redact, ner: false}\n"
 PII_NER = "filters:\n  pii: {action: redact, ner: true}\n"
+# Pattern mode with the analysis in one worker process (`filters.pii.workers`).
+PII_WORKERS = "filters:\n  pii: {action: redact, ner: false, workers: 1}\n"
 
 
 def gateway_config(sim: str, *, store: str = "sqlite:///gw.db", extra: str = "") -> str:
