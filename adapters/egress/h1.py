@@ -87,14 +87,15 @@ def _target(url: str) -> _Target:
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        # The URL itself is never quoted: a base URL may carry credentials.
+        raise ValueError("the URL is not an absolute http(s) URL")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     host = parts.netloc.rpartition("@")[2]  # credentials in a URL are never sent as a header
     if any(c.isspace() or c == "\0" for c in path + host):
-        raise ValueError(f"a URL with blanks or control characters: {url!r}")
+        raise ValueError("the URL holds blanks or control characters")
     line = f"POST {path} HTTP/1.1\r\nhost: {host}\r\n"
     return _Target(_Origin(parts.scheme, parts.hostname, port), line.encode("latin-1"))
 

@@ -24,6 +24,8 @@ from adapters.egress.openai import OpenAIProvider
 from adapters.egress.sim import SimProvider
 from adapters.egress.sim_options import SimOptions
 from adapters.egress.sim_server import build_sim_app
+from adapters.wire.anthropic import BETA_MARK
+from core.config import ConfigError
 from core.config import Provider as ProviderConfig
 from core.envelope import (
     Envelope,
@@ -375,3 +377,37 @@ async def test_moderation_connection_refused_is_upstream_unavailable(connect: Co
         pytest.skip("the Anthropic egress sends no moderation request (see above)")
     with pytest.raises(UpstreamUnavailable):
         await provider.send(moderation("hello"))
+
+
+@pytest.mark.parametrize("make", [OpenAIProvider, AnthropicProvider])
+@pytest.mark.parametrize(
+    ("base_url", "headers"),
+    [
+        ("ftp://user:hunter2@upstream", {}),
+        ("http://user:hunter2@upstream/v 1", {}),
+        ("http://upstream", {"x-team": "a\r\nx-injected: 1"}),
+    ],
+)
+def test_a_provider_the_upstream_client_cannot_address_is_a_config_error(
+    make: Callable[[ProviderConfig, SharedHTTP], Provider],
+    base_url: str,
+    headers: dict[str, str],
+) -> None:
+    kind = "openai" if make is OpenAIProvider else "anthropic"
+    config = ProviderConfig(name="up", type=kind, base_url=base_url, headers=headers)
+    with pytest.raises(ConfigError, match=r"providers\.up: ") as caught:
+        make(config, SharedHTTP())
+    assert "hunter2" not in str(caught.value)  # a base URL's credentials are never quoted
+
+
+async def test_an_anthropic_beta_with_a_line_break_is_refused_not_sent() -> None:
+    http = SharedHTTP()
+    await http.open()
+    try:
+        provider = anthropic("http://127.0.0.1:9", http)
+        env = envelope(say("hi"))
+        env.params[BETA_MARK] = "context-1m\r\nx-injected: 1"
+        with pytest.raises(UnsupportedContent, match="line break"):
+            await provider.send(env)
+    finally:
+        await http.aclose()
